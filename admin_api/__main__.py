@@ -1,0 +1,42 @@
+"""`python -m admin_api`: serve the admin API with uvicorn on `bind_host:admin_port`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+
+from core.settings import Settings
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, extended to the admin_api logger (its 500s), at the configured level."""
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["admin_api"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def main() -> None:
+    settings = Settings()
+    settings.require_database_url()  # fail now with a clear message, not in every worker
+    # An import string plus factory=True: worker processes (workers > 1) import and build
+    # the app themselves, each with its own pool; with one worker it is the same app.
+    uvicorn.run(
+        "admin_api.app:create_app",
+        factory=True,
+        host=settings.bind_host,
+        port=settings.admin_port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        log_config=_log_config(settings.log_level),
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The admin API application: lifespan (database pool, health-check clients) and error mapping.
+
+Every answer is an envelope with a truthful status: 400 for bad input (naming the field),
+401/403 for the caller, 404 for unknown ids and routes, 500 "internal error" for anything
+unforeseen. The 500 path logs the exception with the method and path only: never a request
+body, a header or a key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import asyncpg
+import grpc
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from admin_api.envelope import ApiError, EnvelopeResponse, error
+from admin_api.routes import routers
+from admin_api.routes.health import CHECK_TIMEOUT_S, HealthChecker, grpc_target
+from core.settings import Settings
+
+__all__ = ["create_app", "validation_message"]
+
+logger = logging.getLogger("admin_api")
+
+_POOL_MIN_SIZE = 1
+_POOL_MAX_SIZE = 10
+_PARAM_SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # threads.whole_prompt is jsonb: hand it to the client as JSON, not as a string of JSON.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+    )
+
+
+def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
+    """One line naming each offending field: `month_quota: must not be negative`."""
+    lines: list[str] = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ())]
+        source = loc.pop(0) if loc and loc[0] in _PARAM_SOURCES else "body"
+        if err.get("type") == "json_invalid":
+            line = "body: malformed JSON"
+        else:
+            line = f"{'.'.join(loc) or source}: {err.get('msg', 'invalid')}"
+        if line not in lines:
+            lines.append(line)
+    return "; ".join(lines) or "invalid request"
+
+
+async def _api_error(request: Request, exc: Exception) -> EnvelopeResponse:
+    assert isinstance(exc, ApiError)
+    return error(exc.status_code, exc.message)
+
+
+async def _validation_error(request: Request, exc: Exception) -> EnvelopeResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error(400, validation_message(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> EnvelopeResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = "no such route"
+    elif exc.status_code == 405:
+        message = "method not allowed"
+    else:
+        message = str(exc.detail)
+    return error(exc.status_code, message, headers=exc.headers)  # e.g. Allow on a 405
+
+
+class _InternalErrors:
+    """Turns an unforeseen exception into a 500 envelope, logged once.
+
+    It sits inside Starlette's ServerErrorMiddleware, which would re-raise after answering
+    (so the server logs the error a second time, with its own message).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("internal error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # too late for an envelope; the server aborts the response
+            await error(500, "internal error")(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The admin API; without `settings`, configured from the `BRPROXY_*` environment."""
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            pool = await asyncpg.create_pool(
+                settings.require_database_url(),
+                min_size=_POOL_MIN_SIZE,
+                max_size=_POOL_MAX_SIZE,
+                init=_init_connection,
+            )
+            stack.push_async_callback(pool.close)
+            # Internal calls never go through an HTTP proxy from the environment.
+            http = httpx.AsyncClient(timeout=CHECK_TIMEOUT_S, trust_env=False)
+            stack.push_async_callback(http.aclose)
+            authz = grpc.aio.insecure_channel(
+                grpc_target(settings.authz_host, settings.authz_port),
+                options=[("grpc.enable_http_proxy", 0)],
+            )
+            stack.push_async_callback(authz.close)
+            app.state.pool = pool
+            app.state.health = HealthChecker(settings, pool, http, authz)
+            yield
+
+    app = FastAPI(
+        title="BRProxy admin API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=EnvelopeResponse,
+    )
+    app.state.settings = settings
+    app.add_middleware(_InternalErrors)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,19 @@
+"""One router per resource; `routers` is what the app mounts, in this order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from admin_api.routes import health, keys, payments, sessions, statistics, threads, user
+
+__all__ = ["routers"]
+
+routers: tuple[APIRouter, ...] = (
+    keys.router,
+    payments.router,
+    sessions.router,
+    threads.router,
+    statistics.router,
+    user.router,
+    health.router,
+)

@@ -1,0 +1,189 @@
+"""The in-memory key cache, kept current by Postgres LISTEN/NOTIFY.
+
+Every request is decided from memory: no database round trip on the request path. The
+cache is filled from `api_keys` at start and then follows the `brproxy_key_changed`
+notifications that a trigger sends for every insert, update and delete (key edits,
+recharges, and the meter's spend updates), so a change reaches every authz replica within
+milliseconds. To never miss a change, the listener subscribes *before* it loads the
+table, reloads everything after any reconnect, and also reloads on a timer as a safety net.
+
+The cache is read by gRPC worker threads and written by one background thread running an
+asyncio loop; single dict operations and whole-dict swaps are atomic under the GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from authz.decision import KeyRecord
+
+__all__ = ["KeyCache"]
+
+log = logging.getLogger("authz.keys")
+
+CHANNEL = "brproxy_key_changed"
+_SELECT_ALL = (
+    "SELECT id, key_hash, role, month_quota, month_fee, fee_month, balance, disabled FROM api_keys"
+)
+
+
+def _record_from_row(row: Any) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"],
+        key_hash=bytes(row["key_hash"]),
+        role=row["role"],
+        month_quota=row["month_quota"],
+        month_fee=row["month_fee"],
+        fee_month=row["fee_month"],
+        balance=row["balance"],
+        disabled=row["disabled"],
+    )
+
+
+def _record_from_notification(payload: dict[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        id=int(payload["id"]),
+        key_hash=bytes.fromhex(payload["key_hash"]),
+        role=payload["role"],
+        month_quota=Decimal(payload["month_quota"]),
+        month_fee=Decimal(payload["month_fee"]),
+        fee_month=dt.date.fromisoformat(payload["fee_month"]),
+        balance=Decimal(payload["balance"]),
+        disabled=bool(payload["disabled"]),
+    )
+
+
+class KeyCache:
+    """Keys by hash, loaded from Postgres and kept current in a background thread."""
+
+    def __init__(self, database_url: str, resync_interval_s: float = 30.0) -> None:
+        self._database_url = database_url
+        self._resync_interval_s = resync_interval_s
+        self._by_hash: dict[bytes, KeyRecord] = {}
+        self._hash_by_id: dict[int, bytes] = {}
+        self._loaded = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="key-cache", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- read side (gRPC threads) -------------------------------------------------------
+
+    def lookup(self, key_hash: bytes) -> KeyRecord | None:
+        return self._by_hash.get(key_hash)
+
+    @property
+    def ready(self) -> bool:
+        """True once the first full load has finished."""
+        return self._loaded.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._loaded.wait(timeout)
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    # --- write side (the background thread) ---------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(lambda: None)
+        self._thread.join(timeout=5)
+
+    def _replace_all(self, records: list[KeyRecord]) -> None:
+        by_hash = {r.key_hash: r for r in records}
+        self._hash_by_id = {r.id: r.key_hash for r in records}
+        self._by_hash = by_hash  # one atomic swap: readers see the old or the new dict
+        self._loaded.set()
+
+    def _apply(self, payload: dict[str, Any]) -> None:
+        key_id = int(payload["id"])
+        if payload.get("deleted"):
+            old = self._hash_by_id.pop(key_id, None)
+            if old is not None:
+                self._by_hash.pop(old, None)
+            return
+        record = _record_from_notification(payload)
+        old = self._hash_by_id.get(key_id)
+        if old is not None and old != record.key_hash:
+            self._by_hash.pop(old, None)
+        self._hash_by_id[key_id] = record.key_hash
+        self._by_hash[record.key_hash] = record
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            change = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("ignored a malformed key notification")
+            return
+        if self._pending is not None:
+            # A full load is running; its snapshot may predate this change, so apply the
+            # change again after the snapshot replaces the cache.
+            self._pending.append(change)
+        self._apply(change)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._follow())
+        finally:
+            loop.close()
+
+    async def _follow(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._database_url, timeout=5)
+                # Subscribe first, then load: a change made during the load is either in
+                # the loaded rows or arrives as a notification afterwards.
+                await connection.add_listener(CHANNEL, self._on_notify)
+                await self._load_all(connection)
+                backoff = 0.2
+                while not self._stopping.is_set() and not connection.is_closed():
+                    await asyncio.sleep(min(self._resync_interval_s, 0.5))
+                    if self._due_for_resync():
+                        await self._load_all(connection)
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+                log.warning("key cache lost the database (%s); retrying in %.1fs", type(error).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if connection is not None and not connection.is_closed():
+                    await connection.close()
+
+    _last_load: float = 0.0
+
+    def _due_for_resync(self) -> bool:
+        loop = self._loop
+        assert loop is not None
+        return loop.time() - self._last_load >= self._resync_interval_s
+
+    _pending: list[dict[str, Any]] | None = None
+
+    async def _load_all(self, connection: asyncpg.Connection) -> None:
+        self._pending = []
+        try:
+            rows = await connection.fetch(_SELECT_ALL)
+            self._replace_all([_record_from_row(row) for row in rows])
+            for change in self._pending:
+                self._apply(change)
+        finally:
+            self._pending = None
+        loop = self._loop
+        assert loop is not None
+        self._last_load = loop.time()
+        log.debug("loaded %d keys", len(rows))

@@ -1,0 +1,3 @@
+from brproxy.cli import main
+
+main()

@@ -1,0 +1,413 @@
+"""`brproxy up`: start every part of the stack as its own process and keep them running.
+
+Each service is a separate OS process whose command line names it (`python -m authz`,
+`python -m translator`, `envoy -c …/envoy.json`, `postgres -D …`), so `ps` and process
+managers show which is which. The supervisor
+
+- starts Postgres (embedded unless an external database is configured) and applies the
+  schema migrations, then the services, then Envoy, and prints one line with the URL once
+  `GET /health` through Envoy answers 200;
+- restarts a child that dies, with exponential backoff, logging which one and why, and
+  stops the whole stack, naming the child, if it keeps dying;
+- on SIGINT/SIGTERM stops the children in order (Envoy first so no new requests arrive,
+  Postgres last so usage still in flight is written) and leaves none behind. Children also
+  get a parent-death signal, so even a SIGKILLed supervisor leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from brproxy.child_process import die_with_parent
+from brproxy.embedded_postgres import EmbeddedPostgres
+from core.migrate import apply_migrations
+from core.settings import Settings, database_url_from_env
+
+__all__ = ["Child", "StackOptions", "Supervisor", "run"]
+
+log = logging.getLogger("brproxy")
+
+RESTART_LIMIT = 5
+"""A child that dies this many times within RESTART_WINDOW_S stops the stack."""
+RESTART_WINDOW_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+# Credentials the simulator accepts; real AWS credentials are never sent to it.
+SIMULATOR_ACCESS_KEY = "BRPROXYSIMULATOR"
+SIMULATOR_SECRET_KEY = "brproxy-simulator-secret"  # noqa: S105 - a fixed local test credential
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class StackOptions:
+    """What `brproxy up` was asked for on its command line."""
+
+    data_dir: Path
+    host: str
+    port: int
+    tls_cert: Path | None
+    tls_key: Path | None
+    plain_http: bool
+    bedrock_simulator: bool
+    workers: int
+    simulator_latency_ms: int = 0
+    simulator_tokens_per_second: float = 0.0
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    stop_signal: int = signal.SIGTERM
+    preexec: Callable[[], None] | None = None
+    process: asyncio.subprocess.Process | None = None
+    deaths: list[float] = field(default_factory=list)
+    pump: asyncio.Task[None] | None = None
+
+
+class StackFailed(Exception):
+    """The stack cannot run (a child keeps dying, or start-up failed)."""
+
+
+class Supervisor:
+    def __init__(self, options: StackOptions, out: IO[str] = sys.stdout) -> None:
+        self.options = options
+        self.out = out
+        self.children: list[Child] = []
+        self.stopping = False
+        self.failure: str | None = None
+        self._stop = asyncio.Event()
+        self._lock_file: IO[str] | None = None
+
+    # --- environment ---------------------------------------------------------------------
+
+    def _service_env(self, database_url: str) -> dict[str, str]:
+        o = self.options
+        env = dict(os.environ)
+        settings = {
+            "BRPROXY_DATA_DIR": str(o.data_dir),
+            "BRPROXY_HOST": o.host,
+            "BRPROXY_PORT": str(o.port),
+            "BRPROXY_PLAIN_HTTP": "1" if o.plain_http else "0",
+            "BRPROXY_DATABASE_URL": database_url,
+            "BRPROXY_WORKERS": str(o.workers),
+            "BRPROXY_BEDROCK_SIMULATOR": "1" if o.bedrock_simulator else "0",
+        }
+        for name in ("authz", "translator", "meter", "admin", "envoy_admin", "simulator"):
+            variable = f"BRPROXY_{name.upper()}_PORT"
+            settings[variable] = os.environ.get(variable) or str(free_port())
+        if o.tls_cert is not None:
+            settings["BRPROXY_TLS_CERT"] = str(o.tls_cert)
+        if o.tls_key is not None:
+            settings["BRPROXY_TLS_KEY"] = str(o.tls_key)
+        env.update(settings)
+        env.pop("DATABASE_URL", None)  # BRPROXY_DATABASE_URL is the one every child reads
+        return env
+
+    def _translator_env(self, env: dict[str, str]) -> dict[str, str]:
+        if not self.options.bedrock_simulator:
+            return env
+        translator = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+        translator.update(
+            {
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": f"http://127.0.0.1:{env['BRPROXY_SIMULATOR_PORT']}",
+                "AWS_ACCESS_KEY_ID": SIMULATOR_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SIMULATOR_SECRET_KEY,
+                "AWS_REGION": "us-east-1",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
+        return translator
+
+    # --- child processes -----------------------------------------------------------------
+
+    async def _spawn(self, child: Child) -> None:
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent(
+                signal.SIGINT if child.stop_signal == signal.SIGINT else signal.SIGTERM, then=child.preexec
+            ),
+        )
+        child.pump = asyncio.create_task(self._pump(child, child.process))
+
+    async def _pump(self, child: Child, process: asyncio.subprocess.Process) -> None:
+        """Copy a child's output to ours, each line prefixed with the child's name."""
+        assert process.stdout is not None
+        prefix = f"[{child.name}] ".encode()
+        while line := await process.stdout.readline():
+            sys.stderr.buffer.write(prefix + line)
+            sys.stderr.buffer.flush()
+
+    async def start_child(self, child: Child) -> Child:
+        self.children.append(child)
+        await self._spawn(child)
+        asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
+        return child
+
+    async def _watch(self, child: Child) -> None:
+        while True:
+            process = child.process
+            assert process is not None
+            code = await process.wait()
+            if child.pump is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(child.pump, 1)
+            if self.stopping:
+                return
+            now = time.monotonic()
+            child.deaths = [t for t in child.deaths if now - t < RESTART_WINDOW_S] + [now]
+            why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            if len(child.deaths) >= RESTART_LIMIT:
+                self.failure = (
+                    f"{child.name} keeps dying ({len(child.deaths)} times in {RESTART_WINDOW_S:.0f}s, "
+                    f"last: {why}); stopping BRProxy"
+                )
+                log.error(self.failure)
+                self._stop.set()
+                return
+            delay = min(0.5 * 2 ** (len(child.deaths) - 1), 10.0)
+            log.warning("%s %s; restarting it in %.1fs", child.name, why, delay)
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            await self._spawn(child)
+
+    async def _stop_child(self, child: Child) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            # The whole process group: uvicorn workers and postgres backends included.
+            os.killpg(process.pid, child.stop_signal)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("%s did not stop within %.0fs; killing it", child.name, STOP_TIMEOUT_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # stragglers left in its group
+
+    async def stop_all(self) -> None:
+        self.stopping = True
+        # Reverse start order: Envoy, then translator (ships its usage to the meter), then
+        # the meter, the rest, and the database last.
+        for child in reversed(self.children):
+            await self._stop_child(child)
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def _lock_data_dir(self) -> None:
+        self.options.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.options.data_dir / ".lock", "w")  # noqa: SIM115 - held for our lifetime
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackFailed(f"another `brproxy up` is using {self.options.data_dir}") from None
+
+    async def _start_database(self) -> str:
+        external = database_url_from_env()
+        if external:
+            log.info("using the external Postgres from DATABASE_URL/PGSQL_*")
+            return external
+        pg = EmbeddedPostgres(self.options.data_dir, free_port())
+        if pg.ensure_initialised():
+            log.info("created the embedded Postgres in %s", pg.pgdata)
+        pg.log_file.parent.mkdir(parents=True, exist_ok=True)
+        child = await self.start_child(
+            Child("postgres", pg.command(), dict(os.environ), stop_signal=signal.SIGINT, preexec=pg.preexec())
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await asyncio.to_thread(pg.wait_ready, 2.0)
+                break
+            except TimeoutError:
+                if time.monotonic() > deadline or self.failure:
+                    raise StackFailed(self.failure or "the embedded Postgres did not start") from None
+        assert child.process is not None
+        await pg.ensure_database()
+        return pg.url()
+
+    async def _migrate(self, database_url: str) -> None:
+        for attempt in range(30):
+            try:
+                applied = await apply_migrations(database_url)
+                if applied:
+                    log.info("applied migrations: %s", ", ".join(applied))
+                return
+            except (OSError, ConnectionError) as error:
+                if attempt == 29:
+                    raise StackFailed(f"cannot reach the database: {error}") from None
+                await asyncio.sleep(1)
+
+    async def _prepare_edge(self, env: dict[str, str]) -> dict[str, object]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge", "prepare", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise StackFailed(f"could not generate the Envoy configuration: {err.decode()[-2000:]}")
+        summary: dict[str, object] = orjson.loads(out)
+        return summary
+
+    def _announce_simulator(self) -> None:
+        line = "!" * 78
+        self.out.write(
+            f"{line}\n"
+            "!!  BEDROCK SIMULATOR MODE: requests are answered by a local Bedrock stand-in.\n"
+            "!!  No AWS call is made; answers are synthetic. Do not use this for real work.\n"
+            f"{line}\n"
+        )
+        self.out.flush()
+
+    async def _wait_healthy(self, settings: Settings, cert: str | None, timeout: float = 90.0) -> None:
+        url = f"{'http' if settings.plain_http else 'https'}://127.0.0.1:{settings.port}/health"
+        context = None
+        if not settings.plain_http:
+            context = ssl.create_default_context(cafile=cert) if cert else ssl.create_default_context()
+            context.check_hostname = False
+            if not cert:
+                context.verify_mode = ssl.CERT_NONE
+
+        def probe() -> int:
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+                    return int(response.status)
+            except urllib.error.HTTPError as error:
+                return error.code
+            except (OSError, ssl.SSLError):
+                return 0
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.failure:
+                raise StackFailed(self.failure)
+            if await asyncio.to_thread(probe) == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise StackFailed(f"BRProxy did not become healthy within {timeout:.0f}s ({url})")
+
+    async def start(self) -> Settings:
+        started = time.monotonic()
+        self._lock_data_dir()
+        if self.options.bedrock_simulator:
+            self._announce_simulator()
+        database_url = await self._start_database()
+        await self._migrate(database_url)
+        env = self._service_env(database_url)
+        settings = Settings(**_settings_from_env(env))
+        python = sys.executable
+        if self.options.bedrock_simulator:
+            sim_env = dict(env)
+            sim_env.update(
+                {
+                    "BRPROXY_SIM_ACCESS_KEY_ID": SIMULATOR_ACCESS_KEY,
+                    "BRPROXY_SIM_SECRET_ACCESS_KEY": SIMULATOR_SECRET_KEY,
+                    "BRPROXY_SIM_LATENCY_MS": str(self.options.simulator_latency_ms),
+                    "BRPROXY_SIM_TOKENS_PER_SECOND": str(self.options.simulator_tokens_per_second),
+                }
+            )
+            await self.start_child(
+                Child(
+                    "bedrock-simulator",
+                    [python, "-m", "bedrock_simulator", "--host", "127.0.0.1", "--port", env["BRPROXY_SIMULATOR_PORT"]],
+                    sim_env,
+                )
+            )
+        await self.start_child(Child("meter", [python, "-m", "meter"], env))
+        await self.start_child(Child("authz", [python, "-m", "authz"], env))
+        await self.start_child(Child("admin-api", [python, "-m", "admin_api"], env))
+        await self.start_child(Child("translator", [python, "-m", "translator"], self._translator_env(env)))
+        summary = await self._prepare_edge(env)
+        if summary.get("tls_cert_created"):
+            self.out.write(f"Generated a self-signed TLS certificate: {summary['tls_cert']}\n")
+        envoy = [
+            str(summary["envoy"]), "-c", str(summary["config"]), "--log-level", "warning",
+            "--disable-hot-restart", "--base-id", str(os.getpid() % 60000),
+        ]  # fmt: skip
+        await self.start_child(Child("envoy", envoy, env))
+        tls_cert = summary.get("tls_cert")
+        await self._wait_healthy(settings, str(tls_cert) if tls_cert else None)
+        elapsed = time.monotonic() - started
+        self.out.write(f"BRProxy is ready at {settings.public_url} (started in {elapsed:.1f}s)\n")
+        if tls_cert:
+            self.out.write(f"TLS certificate: {tls_cert}\n")
+        self.out.flush()
+        return settings
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            start = asyncio.create_task(self.start())
+            stop = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if start in done:
+                start.result()  # raises StackFailed
+                await self._stop.wait()
+            else:
+                start.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StackFailed):
+                    await start
+        except StackFailed as error:
+            self.failure = self.failure or str(error)
+        finally:
+            await self.stop_all()
+        if self.failure:
+            self.out.write(f"BRProxy stopped: {self.failure}\n")
+            self.out.flush()
+            return 1
+        self.out.write("BRProxy stopped.\n")
+        self.out.flush()
+        return 0
+
+
+def _settings_from_env(env: dict[str, str]) -> dict[str, Any]:
+    """The subset of Settings the supervisor itself needs, read from the children's env."""
+    return {
+        "data_dir": Path(env["BRPROXY_DATA_DIR"]),
+        "host": env["BRPROXY_HOST"],
+        "port": int(env["BRPROXY_PORT"]),
+        "plain_http": env["BRPROXY_PLAIN_HTTP"] == "1",
+    }
+
+
+def run(options: StackOptions) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s brproxy %(levelname)s: %(message)s")
+    return asyncio.run(Supervisor(options).run())

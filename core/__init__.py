@@ -1,0 +1,17 @@
+"""BRProxy's shared foundation: settings, schema and migrations, keys, catalogue, money rules.
+
+`core` imports no service; every service imports only `core` (checked by import-linter).
+Import what you need from its modules, e.g. `from core.settings import Settings`.
+"""
+
+__all__ = [
+    "api_keys",
+    "catalogue",
+    "errors",
+    "internal_headers",
+    "migrate",
+    "pricing",
+    "quota",
+    "settings",
+    "usage",
+]

@@ -1,0 +1,146 @@
+"""The one configuration object every BRProxy process reads.
+
+`brproxy up` (the supervisor) fills these from its command line and hands them to each
+child process as `BRPROXY_*` environment variables; in Kubernetes the same variables come
+from the manifests. Nothing else configures a service, so a service started by hand with
+the same environment behaves exactly like one started by the supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "database_url_from_env"]
+
+
+def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The external database URL: `DATABASE_URL`, else one built from the original `PGSQL_*` variables.
+
+    Returns None when neither is set, which means "use the embedded Postgres".
+    """
+    env = os.environ if environ is None else environ
+    url = env.get("BRPROXY_DATABASE_URL") or env.get("DATABASE_URL")
+    if url:
+        return url
+    host = env.get("PGSQL_HOST")
+    if not host:
+        return None
+    user = quote(env.get("PGSQL_USER", "postgres"), safe="")
+    password = env.get("PGSQL_PASSWORD")
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    port = env.get("PGSQL_PORT", "5432")
+    database = quote(env.get("PGSQL_DATABASE", "brproxy"), safe="")
+    return f"postgresql://{auth}@{host}:{port}/{database}"
+
+
+class Settings(BaseSettings):
+    """Settings shared by the supervisor and every service (env prefix `BRPROXY_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRPROXY_", extra="ignore")
+
+    data_dir: Path = Path(".brproxy")
+    """Holds the embedded database, generated certificates, spool files and the Envoy config."""
+
+    host: str = "127.0.0.1"
+    """Address the public (Envoy) listener binds to; 0.0.0.0 to serve the network."""
+
+    port: int = 8866
+    """Port of the public (Envoy) listener."""
+
+    plain_http: bool = False
+    """Serve plain HTTP instead of HTTPS (only behind another TLS terminator)."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain for the public listener; generated (self-signed) when unset."""
+
+    tls_key: Path | None = None
+    """PEM private key matching `tls_cert`."""
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("BRPROXY_DATABASE_URL", "DATABASE_URL")
+    )
+    """Postgres URL. The supervisor always sets it for its children (embedded or external)."""
+
+    admin_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("BRPROXY_ADMIN_API_KEY", "ADMIN_API_KEY")
+    )
+    """Bootstrap admin key: valid only on `/admin/*`, to create the first real admin key."""
+
+    bind_host: str = "127.0.0.1"
+    """Address the internal services (authz, translator, meter, admin API) listen on."""
+
+    authz_host: str = "127.0.0.1"
+    """Where Envoy and the health check reach the authz gRPC service."""
+    authz_port: int = 18867
+
+    translator_host: str = "127.0.0.1"
+    """Where Envoy reaches the translator."""
+    translator_port: int = 18868
+
+    meter_host: str = "127.0.0.1"
+    """Where translators send usage events."""
+    meter_port: int = 18869
+
+    admin_host: str = "127.0.0.1"
+    """Where Envoy reaches the admin API."""
+    admin_port: int = 18870
+
+    envoy_admin_port: int = 18871
+    """Envoy's own admin interface (stats, readiness), always on 127.0.0.1."""
+
+    bedrock_simulator: bool = False
+    """True when the translator talks to the local Bedrock simulator instead of AWS."""
+
+    simulator_port: int = 18872
+    """Port of the Bedrock simulator when it runs."""
+
+    billing_timezone: str = "UTC"
+    """Time zone whose calendar months bound the monthly quota."""
+
+    workers: int = 1
+    """Worker processes per HTTP service (translator, admin API)."""
+
+    meter_flush_interval_ms: int = 50
+    """How long the translator gathers usage events before shipping a batch to the meter."""
+
+    key_resync_interval_s: float = 30.0
+    """Safety net: authz reloads every key this often even if no change notification arrived."""
+
+    log_level: str = "info"
+
+    @property
+    def meter_url(self) -> str:
+        return f"http://{self.meter_host}:{self.meter_port}"
+
+    @property
+    def translator_url(self) -> str:
+        return f"http://{self.translator_host}:{self.translator_port}"
+
+    @property
+    def simulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.simulator_port}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def public_url(self) -> str:
+        scheme = "http" if self.plain_http else "https"
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::") else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def require_database_url(self) -> str:
+        """The database URL, or a clear error for a service started without one."""
+        url = self.database_url or database_url_from_env()
+        if not url:
+            raise SystemExit(
+                "BRProxy: no database configured (set DATABASE_URL, or start the stack with `brproxy up`)"
+            )
+        return url

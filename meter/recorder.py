@@ -1,0 +1,146 @@
+"""Writing priced usage to Postgres: one transaction per batch, idempotent per event.
+
+A batch commits as a whole or not at all: its threads, the session totals and the key
+totals land together. Each thread row is keyed by its event id (unique), and only rows
+actually inserted count toward the totals, so a replayed event changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from meter.billing import ThreadRow, session_title
+
+__all__ = ["record_batch"]
+
+log = logging.getLogger("meter.recorder")
+
+_ENSURE_SESSIONS = """
+INSERT INTO sessions (key_id, client_session_id, title)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+ON CONFLICT (key_id, client_session_id) DO NOTHING
+"""
+
+_SESSION_IDS = """
+SELECT s.id, s.key_id, s.client_session_id
+FROM sessions s
+JOIN unnest($1::bigint[], $2::text[]) AS wanted(key_id, client_session_id)
+  ON s.key_id = wanted.key_id AND s.client_session_id = wanted.client_session_id
+"""
+
+# One statement: insert the threads that are new, then add exactly those to their
+# sessions and keys. The key update is the contract's money rule, in SQL so that
+# concurrent writers never read-modify-write: this month's fee starts from zero when the
+# stored month is not the current one, the quota is spent first, and only the part of
+# the fee beyond what is left of the quota comes out of the balance.
+_RECORD = """
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::boolean[],
+        $8::text[], $9::text[], $10::jsonb[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+        $15::numeric[], $16::numeric[], $17::numeric[], $18::numeric[], $19::numeric[],
+        $20::integer[], $21::integer[], $22::text[], $23::boolean[], $24::text[], $25::timestamptz[]
+    ) AS t(event_id, key_id, session_id, model, bedrock_model_id, api, stream,
+           prompt, completion, whole_prompt, tokens_in, tokens_out, cache_read_tokens, cache_write_tokens,
+           price_in, price_out, price_cache_read, price_cache_write, fee,
+           invocation_latency_ms, first_byte_latency_ms, status, estimated, end_user, created_at)
+),
+inserted AS (
+    INSERT INTO threads (event_id, key_id, session_id, model, bedrock_model_id, api, stream,
+                         prompt, completion, whole_prompt, tokens_in, tokens_out,
+                         cache_read_tokens, cache_write_tokens,
+                         price_in, price_out, price_cache_read, price_cache_write, fee,
+                         invocation_latency_ms, first_byte_latency_ms, status, estimated, end_user, created_at)
+    SELECT * FROM incoming
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING key_id, session_id, tokens_in, tokens_out, fee
+),
+session_totals AS (
+    UPDATE sessions s
+    SET total_in_tokens = s.total_in_tokens + a.tokens_in,
+        total_out_tokens = s.total_out_tokens + a.tokens_out,
+        total_fee = s.total_fee + a.fee,
+        updated_at = now()
+    FROM (SELECT session_id, sum(tokens_in) AS tokens_in, sum(tokens_out) AS tokens_out, sum(fee) AS fee
+          FROM inserted WHERE session_id IS NOT NULL GROUP BY session_id) a
+    WHERE s.id = a.session_id
+    RETURNING s.id
+),
+key_totals AS (
+    UPDATE api_keys k
+    SET month_fee = (CASE WHEN k.fee_month = $26 THEN k.month_fee ELSE 0 END) + a.fee,
+        balance = k.balance - (a.fee - LEAST(
+            GREATEST(k.month_quota - (CASE WHEN k.fee_month = $26 THEN k.month_fee ELSE 0 END), 0),
+            a.fee)),
+        total_fee = k.total_fee + a.fee,
+        fee_month = $26
+    FROM (SELECT key_id, sum(fee) AS fee FROM inserted GROUP BY key_id) a
+    WHERE k.id = a.key_id
+    RETURNING k.id
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT count(*) FROM session_totals) AS sessions,
+       (SELECT count(*) FROM key_totals) AS keys
+"""
+
+
+async def _session_ids(connection: asyncpg.Connection, rows: Sequence[ThreadRow]) -> dict[tuple[int, str], int]:
+    first_prompt: dict[tuple[int, str], str] = {}
+    for row in rows:
+        if row.client_session_id is not None:
+            first_prompt.setdefault((row.key_id, row.client_session_id), row.prompt)
+    if not first_prompt:
+        return {}
+    # Sorted so that concurrent writers lock session rows in the same order.
+    wanted = sorted(first_prompt)
+    key_ids = [k for k, _ in wanted]
+    client_ids = [c for _, c in wanted]
+    titles = [session_title(first_prompt[w]) for w in wanted]
+    await connection.execute(_ENSURE_SESSIONS, key_ids, client_ids, titles)
+    found = await connection.fetch(_SESSION_IDS, key_ids, client_ids)
+    return {(r["key_id"], r["client_session_id"]): r["id"] for r in found}
+
+
+async def record_batch(
+    connection: asyncpg.Connection, rows: Sequence[ThreadRow], current_month: dt.date
+) -> int:
+    """Record priced threads and their totals in one transaction; returns how many were new.
+
+    Rows whose key does not exist are logged and skipped (they cannot be billed to anyone).
+    """
+    if not rows:
+        return 0
+    async with connection.transaction():
+        existing = {
+            r["id"]
+            for r in await connection.fetch(
+                "SELECT id FROM api_keys WHERE id = ANY($1::bigint[])", list({row.key_id for row in rows})
+            )
+        }
+        valid = [row for row in rows if row.key_id in existing]
+        for row in rows:
+            if row.key_id not in existing:
+                log.error("usage event %s names key %d, which does not exist; skipped", row.event_id, row.key_id)
+        # Keys locked in id order, the same in every writer, so batches never deadlock.
+        valid.sort(key=lambda row: row.key_id)
+        sessions = await _session_ids(connection, valid)
+        columns: list[list[object]] = [[] for _ in range(25)]
+        for row in valid:
+            session_id = sessions.get((row.key_id, row.client_session_id)) if row.client_session_id else None
+            values = (
+                row.event_id, row.key_id, session_id, row.model, row.bedrock_model_id, row.api, row.stream,
+                row.prompt, row.completion, row.whole_prompt, row.tokens_in, row.tokens_out,
+                row.cache_read_tokens, row.cache_write_tokens,
+                row.prices.input, row.prices.output, row.prices.cache_read, row.prices.cache_write, row.fee,
+                row.invocation_latency_ms, row.first_byte_latency_ms, row.status, row.estimated, row.end_user,
+                row.created_at,
+            )  # fmt: skip
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        result = await connection.fetchrow(_RECORD, *columns, current_month)
+        assert result is not None
+        return int(result["inserted"])

@@ -1,0 +1,178 @@
+"""The meter's HTTP server: `POST /events` ingests usage batches, `GET /health`.
+
+Every accepted request is answered 200 only after its events are committed to Postgres,
+so a translator may forget a batch as soon as it sees the 200. Batches that arrive while a
+write is running are merged into the next transaction (one writer task): under load the
+meter commits a few large transactions rather than many small ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+
+from core.quota import billing_month
+from core.settings import Settings
+from core.usage import UsageEvent
+from meter.billing import ThreadRow, price_event
+from meter.recorder import record_batch
+
+__all__ = ["MeterApp"]
+
+log = logging.getLogger("meter")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_MAX_BODY = 64 * 1024 * 1024
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+class MeterApp:
+    """ASGI application around one batching Postgres writer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._pending: list[tuple[list[ThreadRow], asyncio.Future[int]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.recorded = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/health" and method == "GET":
+            await self._health(send)
+        elif path == "/events" and method == "POST":
+            await self._ingest(receive, send)
+        else:
+            await self._reply(send, 404, {"error": f"unknown route {method} {path}"})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self.settings.require_database_url(), min_size=1, max_size=4, command_timeout=60
+                    )
+                except (OSError, asyncpg.PostgresError) as error:
+                    await send({"type": "lifespan.startup.failed", "message": f"database: {error}"})
+                    return
+                self._writer = asyncio.create_task(self._write_forever(), name="meter-writer")
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._writer is not None:
+                    self._writer.cancel()
+                if self._pool is not None:
+                    await self._pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
+        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+
+    async def _health(self, send: Send) -> None:
+        assert self._pool is not None
+        try:
+            async with asyncio.timeout(1):
+                await self._pool.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            await self._reply(send, 503, {"status": "database unavailable"})
+            return
+        await self._reply(send, 200, {"status": "ok", "recorded": self.recorded})
+
+    async def _ingest(self, receive: Receive, send: Send) -> None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > _MAX_BODY:
+                await self._reply(send, 413, {"error": "batch too large"})
+                return
+            if not message.get("more_body", False):
+                break
+        try:
+            raw_events = orjson.loads(b"".join(chunks))["events"]
+            assert isinstance(raw_events, list)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+            await self._reply(send, 400, {"error": "body must be {\"events\": [...]}"})
+            return
+        rows: list[ThreadRow] = []
+        rejected: list[str] = []
+        for raw in raw_events:
+            try:
+                row, priced = price_event(UsageEvent.from_dict(raw))
+            except (TypeError, ValueError, KeyError) as error:
+                # A malformed event can never become valid by retrying; refusing the batch
+                # would block every good event behind it, so it is logged and dropped.
+                event_id = raw.get("event_id") if isinstance(raw, dict) else None
+                log.error("rejected malformed usage event %s: %s", event_id, error)
+                rejected.append(str(event_id))
+                continue
+            if not priced:
+                log.error("no price for model %s (event %s); recorded at zero", row.bedrock_model_id, row.event_id)
+            rows.append(row)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, future))
+        self._wake.set()
+        try:
+            inserted = await future
+        except (OSError, asyncpg.PostgresError) as error:
+            await self._reply(send, 503, {"error": f"database unavailable ({type(error).__name__})"})
+            return
+        await self._reply(send, 200, {"accepted": len(rows), "new": inserted, "rejected": rejected})
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            work, self._pending = self._pending, []
+            if not work:
+                continue
+            rows = [row for batch, _ in work for row in batch]
+            try:
+                inserted = await self._write(rows)
+            except Exception as error:  # every waiter must learn the batch failed
+                log.warning("could not record %d events: %s", len(rows), type(error).__name__)
+                for _, future in work:
+                    if not future.done():
+                        future.set_exception(
+                            error if isinstance(error, OSError | asyncpg.PostgresError) else OSError(str(error))
+                        )
+                continue
+            self.recorded += inserted
+            for _, future in work:
+                if not future.done():
+                    future.set_result(inserted)
+
+    async def _write(self, rows: list[ThreadRow]) -> int:
+        assert self._pool is not None
+        for attempt in range(5):
+            try:
+                async with self._pool.acquire() as connection:
+                    return await record_batch(connection, rows, billing_month(self.settings.billing_timezone))
+            except _RETRYABLE:
+                # Another meter replica locked the same rows in another order; the
+                # transaction rolled back entirely, so running it again is safe.
+                await asyncio.sleep(0.01 * (attempt + 1))
+        async with self._pool.acquire() as connection:
+            return await record_batch(connection, rows, billing_month(self.settings.billing_timezone))

@@ -1,0 +1,109 @@
+"""`python -m admin_api` (admin_api/__main__.py): how uvicorn is started, and a real start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from admin_api_support import as_admin
+
+import admin_api.__main__ as entry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setenv("BRPROXY_DATABASE_URL", "postgresql://db.invalid/brproxy")
+    monkeypatch.setenv("BRPROXY_BIND_HOST", "0.0.0.0")
+    monkeypatch.setenv("BRPROXY_ADMIN_PORT", "19999")
+    monkeypatch.setenv("BRPROXY_WORKERS", "4")
+    monkeypatch.setenv("BRPROXY_LOG_LEVEL", "WARNING")
+
+    entry.main()
+
+    [(args, kwargs)] = calls
+    assert args == ("admin_api.app:create_app",)
+    log_config = kwargs.pop("log_config")
+    assert kwargs == {
+        "factory": True,
+        "host": "0.0.0.0",
+        "port": 19999,
+        "workers": 4,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": "warning",
+        "server_header": False,
+    }
+    assert log_config["loggers"]["admin_api"]["level"] == "WARNING"
+
+
+def test_main_without_a_database_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BRPROXY_DATABASE_URL", "DATABASE_URL", "PGSQL_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: pytest.fail("uvicorn started"))
+
+    with pytest.raises(SystemExit, match="no database configured"):
+        entry.main()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "BRPROXY_DATABASE_URL": database_url,
+        "BRPROXY_ADMIN_PORT": str(port),
+        "BRPROXY_WORKERS": str(workers),
+        "BRPROXY_AUTHZ_PORT": str(_free_port()),
+        "BRPROXY_TRANSLATOR_PORT": str(_free_port()),
+        "BRPROXY_METER_PORT": str(_free_port()),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "admin_api"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
+            deadline = time.monotonic() + 20
+            while True:
+                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+                try:
+                    listed = client.get("/admin/api-key/list", headers=as_admin())
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "admin API did not start"
+                    time.sleep(0.05)
+            health = client.get("/health")
+        assert listed.status_code == 200
+        assert listed.json()["success"] is True
+        assert health.status_code == 503
+        assert "server" not in listed.headers
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    assert process.returncode == 0, stderr.decode()

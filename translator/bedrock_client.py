@@ -1,0 +1,172 @@
+"""Calls to the Bedrock Runtime API: boto3's configuration, botocore's signing, aiohttp's I/O.
+
+boto3 resolves everything the standard AWS configuration says (the default credential
+chain, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, profiles),
+and botocore's `SigV4Auth` signs each request exactly as a boto3 client would. The bytes
+then travel over one pooled aiohttp connection pool instead of a full boto3 call per
+request: the same request on the wire, at about a third of the CPU. The streaming answer
+is decoded with botocore's own event-stream parser.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import boto3
+import orjson
+import yarl
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.eventstream import EventStreamBuffer
+
+from translator.bedrock_errors import BedrockError
+
+__all__ = ["BedrockRuntime", "BedrockStream"]
+
+log = logging.getLogger("translator.bedrock")
+
+_JSON = "application/json"
+
+
+def _error_from_response(status: int, headers: Any, body: bytes) -> BedrockError:
+    name = headers.get("x-amzn-ErrorType", "")
+    message = ""
+    try:
+        parsed = orjson.loads(body) if body else {}
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or parsed.get("Message") or "")
+            name = name or str(parsed.get("__type", ""))
+    except orjson.JSONDecodeError:
+        message = body[:200].decode(errors="replace")
+    name = name.split(":", 1)[0].rsplit("#", 1)[-1] or f"HTTP{status}"
+    return BedrockError(name, message, status)
+
+
+@dataclass(slots=True)
+class BedrockStream:
+    """An open ConverseStream answer; iterate `events()` for (event type, payload) pairs."""
+
+    response: aiohttp.ClientResponse
+    started: float
+
+    first_byte_ms: int | None = None
+    finished: bool = False
+    """Set by the reader once the answer is complete (or failed), before the last write."""
+
+    async def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        buffer = EventStreamBuffer()
+        async for chunk in self.response.content.iter_any():
+            if self.first_byte_ms is None:
+                self.first_byte_ms = int((time.monotonic() - self.started) * 1000)
+            buffer.add_data(chunk)
+            for message in buffer:
+                headers = message.headers
+                kind = headers.get(":message-type")
+                if kind == "event":
+                    yield headers.get(":event-type", ""), orjson.loads(message.payload) if message.payload else {}
+                elif kind == "exception":
+                    payload = orjson.loads(message.payload) if message.payload else {}
+                    raise BedrockError(str(headers.get(":exception-type", "")), str(payload.get("message", "")))
+                else:
+                    raise BedrockError("InternalServerException", f"unexpected event-stream message type {kind}")
+
+    async def close(self) -> None:
+        self.response.close()
+
+
+class BedrockRuntime:
+    """A Bedrock Runtime client for Converse and ConverseStream."""
+
+    def __init__(
+        self, endpoint_url: str, region: str, credentials: Credentials | None, *, max_connections: int = 1000
+    ) -> None:
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.region = region
+        self._credentials = credentials
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_environment(cls) -> BedrockRuntime:
+        """Configured exactly as `boto3.client("bedrock-runtime")` would be."""
+        session = boto3.session.Session()
+        # botocore reads AWS_DEFAULT_REGION; the other AWS SDKs (and many users) set AWS_REGION.
+        region = session.region_name or os.environ.get("AWS_REGION")
+        if not region:
+            region = "us-east-1"
+            log.warning("no AWS region configured (AWS_REGION / AWS_DEFAULT_REGION); using %s", region)
+        client = session.client("bedrock-runtime", region_name=region)
+        credentials = session.get_credentials()
+        if credentials is None:
+            log.warning("no AWS credentials found: Bedrock calls will fail until some are configured")
+        return cls(client.meta.endpoint_url, client.meta.region_name, credentials)
+
+    async def __aenter__(self) -> BedrockRuntime:
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300),
+            # Long generations are normal; only connecting has a short deadline.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def _url(self, model_id: str, operation: str) -> str:
+        # Percent-encode the id as botocore does for a REST-JSON URI label (':' → %3A).
+        return f"{self.endpoint_url}/model/{quote(model_id, safe='-._~')}/{operation}"
+
+    def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
+        if self._credentials is None:
+            raise BedrockError("UnrecognizedClientException", "no AWS credentials are configured")
+        request = AWSRequest(
+            method="POST", url=url, data=body, headers={"Content-Type": _JSON, "Accept": accept}
+        )
+        SigV4Auth(self._credentials.get_frozen_credentials(), "bedrock", self.region).add_auth(request)
+        headers = dict(request.headers.items())
+        headers["User-Agent"] = "brproxy"
+        return headers
+
+    async def _post(self, model_id: str, operation: str, body: bytes, accept: str) -> aiohttp.ClientResponse:
+        assert self._http is not None, "use BedrockRuntime as an async context manager"
+        url = self._url(model_id, operation)
+        headers = self._signed_headers(url, body, accept)
+        try:
+            # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
+            return await self._http.post(yarl.URL(url, encoded=True), data=body, headers=headers)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise BedrockError("ServiceUnavailableException", f"cannot reach Bedrock ({type(error).__name__})") from None
+
+    async def converse(self, model_id: str, body: bytes) -> tuple[dict[str, Any], int]:
+        """POST /model/{id}/converse → (response JSON, first-byte latency in ms)."""
+        started = time.monotonic()
+        response = await self._post(model_id, "converse", body, _JSON)
+        async with response:
+            raw = await response.read()
+            elapsed = int((time.monotonic() - started) * 1000)
+            if response.status >= 300:
+                raise _error_from_response(response.status, response.headers, raw)
+            return orjson.loads(raw), elapsed
+
+    async def converse_stream(self, model_id: str, body: bytes) -> BedrockStream:
+        """POST /model/{id}/converse-stream; raises BedrockError if Bedrock refuses the call."""
+        started = time.monotonic()
+        response = await self._post(model_id, "converse-stream", body, "application/vnd.amazon.eventstream")
+        if response.status >= 300:
+            async with response:
+                raise _error_from_response(response.status, response.headers, await response.read())
+        return BedrockStream(response, started)
