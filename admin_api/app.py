@@ -146,6 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         default_response_class=EnvelopeResponse,
+        # No redirect for a trailing slash: behind Envoy, a Location built from what the
+        # admin API sees would name the internal scheme and address. It is a 404 instead.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.add_middleware(_InternalErrors)

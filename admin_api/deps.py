@@ -4,6 +4,9 @@ The caller comes from the headers Envoy adds after authz admitted the request; E
 any `x-brproxy-*` header a client sent, so these are trusted. Authz already keeps
 non-admins off /admin/*; the role checks here repeat that rule (defense in depth), so a
 misrouted request or a future authz bug cannot reach the admin routes.
+
+Every dependency is `async def` although none awaits: FastAPI runs a plain `def` dependency
+in a worker thread, a needless hop on every request.
 """
 
 from __future__ import annotations
@@ -50,17 +53,17 @@ class Caller:
     role: str
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+async def get_pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """The caller named by Envoy's headers; 401 when they are missing or malformed."""
     raw_id = request.headers.get(KEY_ID)
     role = request.headers.get(KEY_ROLE)
@@ -76,16 +79,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def require_admin(caller: CallerDep) -> Caller:
+async def require_admin(caller: CallerDep) -> Caller:
     """/admin/*: a real admin key, or the bootstrap key (which exists to create the first admin)."""
     if caller.role not in (ROLE_ADMIN, ROLE_BOOTSTRAP):
         raise ApiError(403, "this route needs an admin key")
     return caller
 
 
-def require_user(caller: CallerDep) -> Caller:
+async def require_user(caller: CallerDep) -> Caller:
     """/user/*: any real key. The bootstrap key has no key row, so it has nothing to show here."""
-    if caller.role == ROLE_BOOTSTRAP:
+    if caller.role not in (ROLE_USER, ROLE_ADMIN):
         raise ApiError(403, "the bootstrap key can only be used on /admin routes")
     return caller
 
@@ -100,7 +103,7 @@ class Paging:
     offset: int
 
 
-def get_paging(
+async def get_paging(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Paging:
@@ -110,7 +113,7 @@ def get_paging(
 PagingDep = Annotated[Paging, Depends(get_paging)]
 
 
-def get_search(q: Annotated[str | None, Query(max_length=200)] = None) -> str | None:
+async def get_search(q: Annotated[str | None, Query(max_length=200)] = None) -> str | None:
     """The `q` filter; an empty string means no filter."""
     return q or None
 

@@ -19,7 +19,6 @@ from admin_api.deps import MAX_BIGINT
 
 __all__ = [
     "ApplyKeyRequest",
-    "Money",
     "NonNegativeMoney",
     "PositiveMoney",
     "RechargeRequest",
@@ -71,7 +70,6 @@ def _positive(amount: Decimal) -> Decimal:
     return amount
 
 
-Money = Annotated[Decimal, BeforeValidator(_parse_money)]
 NonNegativeMoney = Annotated[Decimal, BeforeValidator(_parse_money), AfterValidator(_non_negative)]
 PositiveMoney = Annotated[Decimal, BeforeValidator(_parse_money), AfterValidator(_positive)]
 

@@ -30,9 +30,7 @@ __all__ = ["KeyCache"]
 log = logging.getLogger("authz.keys")
 
 CHANNEL = "brproxy_key_changed"
-_SELECT_ALL = (
-    "SELECT id, key_hash, role, month_quota, month_fee, fee_month, balance, disabled FROM api_keys"
-)
+_SELECT_ALL = "SELECT id, key_hash, role, month_quota, month_fee, fee_month, balance, disabled FROM api_keys"
 
 
 def _record_from_row(row: Any) -> KeyRecord:
@@ -157,8 +155,10 @@ class KeyCache:
                     await asyncio.sleep(min(self._resync_interval_s, 0.5))
                     if self._due_for_resync():
                         await self._load_all(connection)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-                log.warning("key cache lost the database (%s); retrying in %.1fs", type(error).__name__, backoff)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+                log.warning(
+                    "key cache lost the database (%s); retrying in %.1fs", type(error).__name__, backoff
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:

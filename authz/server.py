@@ -58,7 +58,7 @@ class _MonthClock:
         return self._month
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Envoy's ext_authz API, deciding from the in-memory key cache."""
 
     def __init__(self, keys: KeyCache, settings: Settings) -> None:
@@ -68,7 +68,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._month = _MonthClock(settings.billing_timezone)
         self._allowed: dict[tuple[int, str], external_auth_pb2.CheckResponse] = {}
 
-    def Check(  # noqa: N802 - the gRPC method name
+    def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
@@ -122,11 +122,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
     @staticmethod
     def _denied(status: int, body: bytes) -> external_auth_pb2.CheckResponse:
-        code = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED, 429: code_pb2.RESOURCE_EXHAUSTED}
+        code = {
+            401: code_pb2.UNAUTHENTICATED,
+            403: code_pb2.PERMISSION_DENIED,
+            429: code_pb2.RESOURCE_EXHAUSTED,
+        }
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code.get(status, code_pb2.UNAVAILABLE)),
             denied_response=external_auth_pb2.DeniedHttpResponse(
-                status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+                status=http_status_pb2.HttpStatus(code=status),
                 headers=[_JSON],
                 body=body.decode(),
             ),

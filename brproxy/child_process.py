@@ -17,9 +17,7 @@ __all__ = ["die_with_parent"]
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(
-    sig: int = signal.SIGTERM, then: Callable[[], None] | None = None
-) -> Callable[[], None]:
+def die_with_parent(sig: int = signal.SIGTERM, then: Callable[[], None] | None = None) -> Callable[[], None]:
     """A `preexec_fn` that makes the child receive `sig` when its parent exits."""
     parent = os.getpid()
 

@@ -21,24 +21,49 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brproxy", description="Self-hosted gateway to AWS Bedrock.")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the whole stack on this machine")
-    up.add_argument("--data-dir", type=Path, default=Path(os.environ.get("BRPROXY_DATA_DIR", ".brproxy")),
-                    help="embedded database, certificates, spool files (default ./.brproxy)")
-    up.add_argument("--host", default=os.environ.get("BRPROXY_HOST", "127.0.0.1"),
-                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
-    up.add_argument("--port", type=int, default=int(os.environ.get("BRPROXY_PORT", "8866")),
-                    help="port to listen on (default 8866)")
-    up.add_argument("--tls-cert", type=Path, default=_env_path("BRPROXY_TLS_CERT"),
-                    help="PEM certificate chain (default: a self-signed one, generated)")
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BRPROXY_DATA_DIR", ".brproxy")),
+        help="embedded database, certificates, spool files (default ./.brproxy)",
+    )
+    up.add_argument(
+        "--host",
+        default=os.environ.get("BRPROXY_HOST", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)",
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("BRPROXY_PORT", "8866")),
+        help="port to listen on (default 8866)",
+    )
+    up.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env_path("BRPROXY_TLS_CERT"),
+        help="PEM certificate chain (default: a self-signed one, generated)",
+    )
     up.add_argument("--tls-key", type=Path, default=_env_path("BRPROXY_TLS_KEY"), help="PEM private key")
-    up.add_argument("--plain-http", action="store_true",
-                    default=os.environ.get("BRPROXY_PLAIN_HTTP", "") in ("1", "true"),
-                    help="serve plain HTTP (only behind another TLS terminator)")
-    up.add_argument("--bedrock-simulator", action="store_true",
-                    help="answer with a local Bedrock simulator instead of AWS (no AWS credentials needed)")
+    up.add_argument(
+        "--plain-http",
+        action="store_true",
+        default=os.environ.get("BRPROXY_PLAIN_HTTP", "") in ("1", "true"),
+        help="serve plain HTTP (only behind another TLS terminator)",
+    )
+    up.add_argument(
+        "--bedrock-simulator",
+        action="store_true",
+        help="answer with a local Bedrock simulator instead of AWS (no AWS credentials needed)",
+    )
     up.add_argument("--simulator-latency-ms", type=int, default=0, help=argparse.SUPPRESS)
     up.add_argument("--simulator-tokens-per-second", type=float, default=0.0, help=argparse.SUPPRESS)
-    up.add_argument("--workers", type=int, default=int(os.environ.get("BRPROXY_WORKERS", "1")),
-                    help="worker processes for the translator and admin API (default 1)")
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("BRPROXY_WORKERS", "1")),
+        help="worker processes for the translator and admin API (default 1)",
+    )
     return parser
 
 

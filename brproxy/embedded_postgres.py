@@ -110,8 +110,10 @@ class EmbeddedPostgres:
             subprocess.run(
                 [
                     str(self.bin / "initdb"),
-                    "-D", str(self.pgdata),
-                    "-U", _DB_USER,
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    _DB_USER,
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
@@ -141,14 +143,26 @@ class EmbeddedPostgres:
         """The foreground `postgres` command line."""
         return [
             str(self.bin / "postgres"),
-            "-D", str(self.pgdata),
-            "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", "unix_socket_directories=",
-            "-c", "max_connections=200",
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
             # Durability stays on: billing data must survive a crash of the machine.
-            "-c", "fsync=on",
-            "-c", "synchronous_commit=on",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+            # Quiet unless something is wrong: its lines are mixed into brproxy's output.
+            "-c",
+            "log_min_messages=warning",
+            "-c",
+            "log_checkpoints=off",
         ]
 
     def preexec(self) -> Callable[[], None] | None:

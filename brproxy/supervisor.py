@@ -88,6 +88,7 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     deaths: list[float] = field(default_factory=list)
     pump: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[None] | None = None
 
 
 class StackFailed(Exception):
@@ -173,7 +174,7 @@ class Supervisor:
     async def start_child(self, child: Child) -> Child:
         self.children.append(child)
         await self._spawn(child)
-        asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
+        child.watcher = asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
         return child
 
     async def _watch(self, child: Child) -> None:
@@ -213,7 +214,7 @@ class Supervisor:
             os.killpg(process.pid, child.stop_signal)
         try:
             await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s did not stop within %.0fs; killing it", child.name, STOP_TIMEOUT_S)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -345,7 +346,15 @@ class Supervisor:
             await self.start_child(
                 Child(
                     "bedrock-simulator",
-                    [python, "-m", "bedrock_simulator", "--host", "127.0.0.1", "--port", env["BRPROXY_SIMULATOR_PORT"]],
+                    [
+                        python,
+                        "-m",
+                        "bedrock_simulator",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        env["BRPROXY_SIMULATOR_PORT"],
+                    ],
                     sim_env,
                 )
             )

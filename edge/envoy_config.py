@@ -36,10 +36,13 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     Cluster,
     ClusterDiscoveryType,
 )
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     ApiVersion,
     DataSource,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
     Http1ProtocolOptions,
     Http2ProtocolOptions,
     HttpProtocolOptions,
@@ -47,10 +50,6 @@ from envoy_data_plane.envoy.config.core.v3 import (
     SocketAddress,
     SubstitutionFormatString,
     TransportSocket,
-)
-from envoy_data_plane.envoy.config.core.v3 import (
-    GrpcService,
-    GrpcServiceEnvoyGrpc,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
@@ -68,7 +67,6 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
-from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
 from envoy_data_plane.envoy.extensions.filters.http.cors.v3 import Cors, CorsPolicy
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz, ExtAuthzPerRoute
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation, Mutations
@@ -192,7 +190,8 @@ def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> Cluster:
 
 
 def _struct(value: dict[str, Any]) -> Struct:
-    return Struct.from_dict(value)
+    struct: Struct = Struct.from_dict(value)
+    return struct
 
 
 def _error_mapper(path_prefix: str | None, body: dict[str, Any]) -> ResponseMapper:
@@ -208,7 +207,9 @@ def _error_mapper(path_prefix: str | None, body: dict[str, Any]) -> ResponseMapp
         match = status_5xx
     else:
         on_path = AccessLogFilter(
-            header_filter=HeaderFilter(header=HeaderMatcher(name=":path", string_match=StringMatcher(prefix=path_prefix)))
+            header_filter=HeaderFilter(
+                header=HeaderMatcher(name=":path", string_match=StringMatcher(prefix=path_prefix))
+            )
         )
         match = AccessLogFilter(and_filter=AndFilter(filters=[status_5xx, on_path]))
     return ResponseMapper(
@@ -236,30 +237,37 @@ def _local_replies() -> LocalReplyConfig:
 
 
 def _json_404() -> DirectResponseAction:
-    body = {"error": {"message": "Unknown route.", "type": "invalid_request_error", "param": None,
-                      "code": "unknown_url"}}
+    body = {
+        "error": {
+            "message": "Unknown route.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "unknown_url",
+        }
+    }
     return DirectResponseAction(status=404, body=DataSource(inline_string=orjson.dumps(body).decode()))
 
 
 def _routes() -> list[Route]:
     no_authz = {_EXT_AUTHZ: AnyProto.pack(ExtAuthzPerRoute(disabled=True))}
-    streaming = dict(
-        cluster="translator",
-        # No overall deadline: a long generation streams for minutes. Idle streams are
-        # bounded by the connection manager's stream_idle_timeout instead.
-        timeout=dt.timedelta(seconds=0),
-    )
+    # No overall deadline for model calls: a long generation streams for minutes. Idle
+    # streams are bounded by the connection manager's stream_idle_timeout instead.
+    streaming = RouteAction(cluster="translator", timeout=dt.timedelta(seconds=0))
     return [
         Route(
             match=RouteMatch(path="/health"),
             route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=5)),
             typed_per_filter_config=no_authz,
         ),
-        Route(match=RouteMatch(prefix="/v1/"), route=RouteAction(**streaming)),
-        Route(match=RouteMatch(prefix="/admin/"), route=RouteAction(cluster="admin_api",
-                                                                     timeout=dt.timedelta(seconds=60))),
-        Route(match=RouteMatch(prefix="/user/"), route=RouteAction(cluster="admin_api",
-                                                                    timeout=dt.timedelta(seconds=60))),
+        Route(match=RouteMatch(prefix="/v1/"), route=streaming),
+        Route(
+            match=RouteMatch(prefix="/admin/"),
+            route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60)),
+        ),
+        Route(
+            match=RouteMatch(prefix="/user/"),
+            route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60)),
+        ),
         Route(match=RouteMatch(prefix="/"), direct_response=_json_404(), typed_per_filter_config=no_authz),
     ]
 
@@ -276,10 +284,14 @@ def _cors_policy() -> CorsPolicy:
 
 def _http_filters(authz_timeout: dt.timedelta) -> list[HttpFilter]:
     strip_identity = HeaderMutation(
-        mutations=Mutations(request_mutations=[HeaderMutationRule(remove=KEY_ID), HeaderMutationRule(remove=KEY_ROLE)])
+        mutations=Mutations(
+            request_mutations=[HeaderMutationRule(remove=KEY_ID), HeaderMutationRule(remove=KEY_ROLE)]
+        )
     )
     ext_authz = ExtAuthz(
-        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=authz_timeout),
+        grpc_service=GrpcService(
+            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=authz_timeout
+        ),
         transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
@@ -322,7 +334,9 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         local_reply_config=_local_replies(),
     )
     chain = FilterChain(
-        filters=[Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyProto.pack(manager))]
+        filters=[
+            Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyProto.pack(manager))
+        ]
     )
     if config.tls_cert is not None and config.tls_key is not None:
         tls = DownstreamTlsContext(
@@ -341,11 +355,15 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         )
     listener = Listener(
         name="brproxy",
-        address=Address(socket_address=SocketAddress(address=config.listen_host, port_value=config.listen_port)),
+        address=Address(
+            socket_address=SocketAddress(address=config.listen_host, port_value=config.listen_port)
+        ),
         filter_chains=[chain],
     )
     return Bootstrap(
-        admin=Admin(address=Address(socket_address=SocketAddress(address="127.0.0.1", port_value=config.admin_port))),
+        admin=Admin(
+            address=Address(socket_address=SocketAddress(address="127.0.0.1", port_value=config.admin_port))
+        ),
         static_resources=BootstrapStaticResources(
             listeners=[listener],
             clusters=[

@@ -81,7 +81,9 @@ def price_event(event: UsageEvent, catalogue: Catalogue = CATALOGUE) -> tuple[Th
     """The thread row for an event, and whether its model had a known price."""
     resolved = catalogue.resolve(event.bedrock_model_id) or catalogue.resolve(event.model)
     prices = resolved.prices if resolved is not None else _ZERO
-    fee = fee_for(prices, event.input_tokens, event.output_tokens, event.cache_read_tokens, event.cache_write_tokens)
+    fee = fee_for(
+        prices, event.input_tokens, event.output_tokens, event.cache_read_tokens, event.cache_write_tokens
+    )
     row = ThreadRow(
         event_id=uuid.UUID(event.event_id),
         key_id=event.key_id,

@@ -54,7 +54,8 @@ inserted AS (
                          prompt, completion, whole_prompt, tokens_in, tokens_out,
                          cache_read_tokens, cache_write_tokens,
                          price_in, price_out, price_cache_read, price_cache_write, fee,
-                         invocation_latency_ms, first_byte_latency_ms, status, estimated, end_user, created_at)
+                         invocation_latency_ms, first_byte_latency_ms, status, estimated, end_user,
+                         created_at)
     SELECT * FROM incoming
     ON CONFLICT (event_id) DO NOTHING
     RETURNING key_id, session_id, tokens_in, tokens_out, fee
@@ -88,7 +89,9 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 """
 
 
-async def _session_ids(connection: asyncpg.Connection, rows: Sequence[ThreadRow]) -> dict[tuple[int, str], int]:
+async def _session_ids(
+    connection: asyncpg.Connection, rows: Sequence[ThreadRow]
+) -> dict[tuple[int, str], int]:
     first_prompt: dict[tuple[int, str], str] = {}
     for row in rows:
         if row.client_session_id is not None:
@@ -124,7 +127,9 @@ async def record_batch(
         valid = [row for row in rows if row.key_id in existing]
         for row in rows:
             if row.key_id not in existing:
-                log.error("usage event %s names key %d, which does not exist; skipped", row.event_id, row.key_id)
+                log.error(
+                    "usage event %s names key %d, which does not exist; skipped", row.event_id, row.key_id
+                )
         # Keys locked in id order, the same in every writer, so batches never deadlock.
         valid.sort(key=lambda row: row.key_id)
         sessions = await _session_ids(connection, valid)

@@ -83,7 +83,11 @@ class MeterApp:
     @staticmethod
     async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
         )
         await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
@@ -114,7 +118,7 @@ class MeterApp:
             raw_events = orjson.loads(b"".join(chunks))["events"]
             assert isinstance(raw_events, list)
         except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
-            await self._reply(send, 400, {"error": "body must be {\"events\": [...]}"})
+            await self._reply(send, 400, {"error": 'body must be {"events": [...]}'})
             return
         rows: list[ThreadRow] = []
         rejected: list[str] = []
@@ -129,7 +133,9 @@ class MeterApp:
                 rejected.append(str(event_id))
                 continue
             if not priced:
-                log.error("no price for model %s (event %s); recorded at zero", row.bedrock_model_id, row.event_id)
+                log.error(
+                    "no price for model %s (event %s); recorded at zero", row.bedrock_model_id, row.event_id
+                )
             rows.append(row)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((rows, future))
@@ -156,7 +162,9 @@ class MeterApp:
                 for _, future in work:
                     if not future.done():
                         future.set_exception(
-                            error if isinstance(error, OSError | asyncpg.PostgresError) else OSError(str(error))
+                            error
+                            if isinstance(error, OSError | asyncpg.PostgresError)
+                            else OSError(str(error))
                         )
                 continue
             self.recorded += inserted

@@ -72,12 +72,19 @@ class BedrockStream:
                 headers = message.headers
                 kind = headers.get(":message-type")
                 if kind == "event":
-                    yield headers.get(":event-type", ""), orjson.loads(message.payload) if message.payload else {}
+                    yield (
+                        headers.get(":event-type", ""),
+                        orjson.loads(message.payload) if message.payload else {},
+                    )
                 elif kind == "exception":
                     payload = orjson.loads(message.payload) if message.payload else {}
-                    raise BedrockError(str(headers.get(":exception-type", "")), str(payload.get("message", "")))
+                    raise BedrockError(
+                        str(headers.get(":exception-type", "")), str(payload.get("message", ""))
+                    )
                 else:
-                    raise BedrockError("InternalServerException", f"unexpected event-stream message type {kind}")
+                    raise BedrockError(
+                        "InternalServerException", f"unexpected event-stream message type {kind}"
+                    )
 
     async def close(self) -> None:
         self.response.close()
@@ -112,7 +119,9 @@ class BedrockRuntime:
 
     async def __aenter__(self) -> BedrockRuntime:
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300
+            ),
             # Long generations are normal; only connecting has a short deadline.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900),
             auto_decompress=False,
@@ -149,7 +158,9 @@ class BedrockRuntime:
             # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
             return await self._http.post(yarl.URL(url, encoded=True), data=body, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise BedrockError("ServiceUnavailableException", f"cannot reach Bedrock ({type(error).__name__})") from None
+            raise BedrockError(
+                "ServiceUnavailableException", f"cannot reach Bedrock ({type(error).__name__})"
+            ) from None
 
     async def converse(self, model_id: str, body: bytes) -> tuple[dict[str, Any], int]:
         """POST /model/{id}/converse → (response JSON, first-byte latency in ms)."""

@@ -86,7 +86,9 @@ class MeterSink:
         assert self._http is not None
         body = orjson.dumps({"events": [event.to_dict() for event in batch]})
         try:
-            async with self._http.post(self._url, data=body, headers={"content-type": "application/json"}) as r:
+            async with self._http.post(
+                self._url, data=body, headers={"content-type": "application/json"}
+            ) as r:
                 if r.status == 200:
                     return True
                 log.warning("meter refused a batch of %d events: HTTP %d", len(batch), r.status)

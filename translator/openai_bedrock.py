@@ -28,8 +28,13 @@ __all__ = [
 MAX_IMAGE_BYTES = 3_750_000
 """Bedrock's limit for one image (3.75 MB)."""
 
-_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
-                  "image/webp": "webp"}
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 
 _FINISH = {
     "end_turn": "stop",
@@ -139,7 +144,9 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         _require(content.strip() != "", "content must not be empty", param)
         return [{"text": content}]
-    _require(isinstance(content, list) and len(content) > 0, "content must be a non-empty string or list", param)
+    _require(
+        isinstance(content, list) and len(content) > 0, "content must be a non-empty string or list", param
+    )
     blocks: list[dict[str, Any]] = []
     for i, part in enumerate(content):
         p = f"{param}[{i}]"
@@ -179,9 +186,17 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
             try:
                 parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
             except orjson.JSONDecodeError:
-                raise InvalidRequest("function.arguments must be a JSON object", f"{p}.function.arguments") from None
+                raise InvalidRequest(
+                    "function.arguments must be a JSON object", f"{p}.function.arguments"
+                ) from None
             blocks.append(
-                {"toolUse": {"toolUseId": str(call.get("id")), "name": str(function.get("name")), "input": parsed}}
+                {
+                    "toolUse": {
+                        "toolUseId": str(call.get("id")),
+                        "name": str(function.get("name")),
+                        "input": parsed,
+                    }
+                }
             )
     _require(len(blocks) > 0, "an assistant message needs content or tool_calls", f"{param}.content")
     return blocks
@@ -194,9 +209,15 @@ def _tool_config(tools: Any, tool_choice: Any) -> dict[str, Any] | None:
     specs = []
     for i, tool in enumerate(tools):
         p = f"tools[{i}]"
-        _require(isinstance(tool, dict) and tool.get("type") == "function", "only function tools are supported", p)
+        _require(
+            isinstance(tool, dict) and tool.get("type") == "function", "only function tools are supported", p
+        )
         function = tool.get("function")
-        _require(isinstance(function, dict) and isinstance(function.get("name"), str), "function.name is required", p)
+        _require(
+            isinstance(function, dict) and isinstance(function.get("name"), str),
+            "function.name is required",
+            p,
+        )
         spec: dict[str, Any] = {
             "name": function["name"],
             "inputSchema": {"json": function.get("parameters") or {"type": "object", "properties": {}}},
@@ -216,7 +237,9 @@ def _tool_config(tools: Any, tool_choice: Any) -> dict[str, Any] | None:
     elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         config["toolChoice"] = {"tool": {"name": tool_choice["function"].get("name")}}
     else:
-        raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or a named function", "tool_choice")
+        raise InvalidRequest(
+            "tool_choice must be 'auto', 'none', 'required' or a named function", "tool_choice"
+        )
     return config
 
 
@@ -241,7 +264,9 @@ class OpenAIChatRequest:
         model = body.get("model")
         _require(isinstance(model, str) and model != "", "model is required", "model")
         messages = body.get("messages")
-        _require(isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list", "messages")
+        _require(
+            isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list", "messages"
+        )
         stream = body.get("stream", False)
         _require(isinstance(stream, bool) or stream is None, "stream must be a boolean", "stream")
         options = body.get("stream_options") or {}
@@ -279,7 +304,9 @@ class OpenAIChatRequest:
                 bedrock_role, blocks = "assistant", _assistant_blocks(message, param)
             elif role == "tool":
                 tool_call_id = message.get("tool_call_id")
-                _require(isinstance(tool_call_id, str), "tool messages need tool_call_id", f"{param}.tool_call_id")
+                _require(
+                    isinstance(tool_call_id, str), "tool messages need tool_call_id", f"{param}.tool_call_id"
+                )
                 text = _text_of(message.get("content"), f"{param}.content")
                 bedrock_role = "user"
                 blocks = [{"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}]}}]
@@ -309,12 +336,16 @@ class OpenAIChatRequest:
         config: dict[str, Any] = {}
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is not None:
-            _require(isinstance(max_tokens, int) and max_tokens > 0, "must be a positive integer", "max_tokens")
+            _require(
+                isinstance(max_tokens, int) and max_tokens > 0, "must be a positive integer", "max_tokens"
+            )
             config["maxTokens"] = max_tokens
         for name, target in (("temperature", "temperature"), ("top_p", "topP")):
             value = body.get(name)
             if value is not None:  # 0 is a value, not "unset"
-                _require(isinstance(value, int | float) and not isinstance(value, bool), "must be a number", name)
+                _require(
+                    isinstance(value, int | float) and not isinstance(value, bool), "must be a number", name
+                )
                 config[target] = value
         stop = body.get("stop")
         if stop is not None:
@@ -358,7 +389,10 @@ def chat_completion(
                 {
                     "id": use.get("toolUseId"),
                     "type": "function",
-                    "function": {"name": use.get("name"), "arguments": orjson.dumps(use.get("input", {})).decode()},
+                    "function": {
+                        "name": use.get("name"),
+                        "arguments": orjson.dumps(use.get("input", {})).decode(),
+                    },
                 }
             )
         elif "reasoningContent" in block:
@@ -408,7 +442,12 @@ class ChatCompletionStream:
     def __post_init__(self) -> None:
         # Every chunk shares these fields; serialise them once.
         head = orjson.dumps(
-            {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+            {
+                "id": self.completion_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+            }
         )
         self._prefix = b"data: " + head[:-1] + b","
 

@@ -55,7 +55,9 @@ _SSE_HEADERS = [
 class _Reply(Exception):
     """Ends a request early with an error response."""
 
-    def __init__(self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self.status = status
         self.body = body
         self.headers = headers or []
@@ -97,7 +99,9 @@ class TranslatorApp:
                     await bedrock.__aenter__()
                     await self.meter.start()
                 except Exception as error:
-                    await send({"type": "lifespan.startup.failed", "message": f"{type(error).__name__}: {error}"})
+                    await send(
+                        {"type": "lifespan.startup.failed", "message": f"{type(error).__name__}: {error}"}
+                    )
                     return
                 self.bedrock = bedrock
                 log.info("Bedrock endpoint %s (region %s)", bedrock.endpoint_url, bedrock.region)
@@ -163,7 +167,9 @@ class TranslatorApp:
     async def _send_json(
         send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (extra or [])})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (extra or [])}
+        )
         await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
     # --- /v1/models -----------------------------------------------------------------------
@@ -302,7 +308,9 @@ class TranslatorApp:
             event.status = "client_closed"
             await upstream.close()
 
-    def _finish_stream_event(self, event: UsageEvent, frames: ChatCompletionStream, upstream: BedrockStream) -> None:
+    def _finish_stream_event(
+        self, event: UsageEvent, frames: ChatCompletionStream, upstream: BedrockStream
+    ) -> None:
         """Record whatever the stream produced; always called, however the stream ended."""
         event.completion = frames.completion
         event.first_byte_latency_ms = upstream.first_byte_ms

@@ -7,11 +7,8 @@ with its lifespan running (pool and health-check clients open). Requests carry t
 
 from __future__ import annotations
 
-import gc
 import socket
-import warnings
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import httpx
@@ -20,36 +17,6 @@ from fastapi import FastAPI
 
 from admin_api import create_app
 from core.settings import Settings
-
-
-class _DockerProbeLeak:
-    """Work around a socket leak in tests/conftest.py (not ours to edit; reported).
-
-    Where no Docker engine runs, `_docker_reachable()` lets docker-py open a Unix socket it
-    never closes; under `-W error` the ResourceWarning from its finaliser fails whichever
-    test runs next. While the shared `postgres_server` fixture is set up, and only for
-    ResourceWarning, this ignores the warning and collects the socket on the spot. Remove
-    it once tests/conftest.py closes the docker client.
-
-    Registered as a plugin (below), not as a conftest hook: the fixture is session-scoped,
-    so its setup runs the hooks of the session's folder, which this conftest is not.
-    """
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[Any]) -> Any:
-        if fixturedef.argname != "postgres_server":
-            return (yield)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            try:
-                return (yield)
-            finally:
-                gc.collect()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not config.pluginmanager.has_plugin(_DockerProbeLeak.__name__):
-        config.pluginmanager.register(_DockerProbeLeak(), _DockerProbeLeak.__name__)
 
 
 def _free_port() -> int:

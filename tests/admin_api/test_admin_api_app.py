@@ -30,6 +30,7 @@ def test_exports() -> None:
         pytest.param("GET", "/admin/no-such-thing", 404, "no such route", id="unknown-admin-route"),
         pytest.param("GET", "/user/no-such-thing", 404, "no such route", id="unknown-user-route"),
         pytest.param("GET", "/", 404, "no such route", id="root"),
+        pytest.param("GET", "/admin/api-key/list/", 404, "no such route", id="trailing-slash-no-redirect"),
         pytest.param("GET", "/docs", 404, "no such route", id="no-docs"),
         pytest.param("GET", "/openapi.json", 404, "no such route", id="no-openapi"),
         pytest.param("DELETE", "/admin/api-key/list", 405, "method not allowed", id="wrong-method"),

@@ -149,6 +149,11 @@ async def test_apply_rejects_bad_input_naming_the_field(
         pytest.param(b'{"name": ', "body: malformed JSON", id="malformed-json"),
         pytest.param(b'["name"]', "body: ", id="not-an-object"),
         pytest.param(b"", "body: ", id="no-body"),
+        # Python's JSON reader accepts these non-standard literals; they are still not amounts.
+        pytest.param(b'{"name": "x", "balance": NaN}', "balance: must be a finite number", id="nan-literal"),
+        pytest.param(
+            b'{"name": "x", "month_quota": Infinity}', "month_quota: must be a finite", id="inf-literal"
+        ),
     ],
 )
 async def test_apply_rejects_a_broken_body(client: httpx.AsyncClient, content: bytes, message: str) -> None:

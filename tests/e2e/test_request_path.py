@@ -67,7 +67,9 @@ def test_health_answers_without_auth(stack: Any) -> None:
     }  # fmt: skip
 
 
-def test_bootstrap_key_creates_keys_stored_only_as_hashes(stack: Any, admin_key: str, user: dict[str, Any]) -> None:
+def test_bootstrap_key_creates_keys_stored_only_as_hashes(
+    stack: Any, admin_key: str, user: dict[str, Any]
+) -> None:
     for key in (admin_key, user["api_key"]):
         assert key.startswith("br-") and len(key) >= 3 + 32
     assert user["role"] == "user" and Decimal(str(user["balance"])) == Decimal(10)
@@ -85,7 +87,10 @@ def test_non_stream_chat_is_answered_and_metered(stack: Any, user: dict[str, Any
     session_id = "sess-" + uuid.uuid4().hex
     completion = client.chat.completions.create(
         model="claude-3-haiku",
-        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there, gateway"}],
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello there, gateway"},
+        ],
         temperature=0,
         extra_headers={"Session-Id": session_id},
     )
@@ -112,7 +117,10 @@ def test_non_stream_chat_is_answered_and_metered(stack: Any, user: dict[str, Any
     fee = expected_fee("claude-3-haiku", usage.prompt_tokens, usage.completion_tokens)
     assert thread["fee"] == fee
     session = stack.sql("SELECT * FROM sessions WHERE client_session_id = $1", session_id)[0]
-    assert (session["total_in_tokens"], session["total_out_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+    assert (session["total_in_tokens"], session["total_out_tokens"]) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
     assert session["total_fee"] == fee
     assert session["key_id"] == user["id"]
     assert session["title"] == "Hello there, gateway"
@@ -190,14 +198,18 @@ def test_key_without_money_is_refused_until_recharged(stack: Any, admin_key: str
     assert refused.value.code == "insufficient_quota"
     assert "recharge" in refused.value.message.lower()
 
-    recharged = stack.admin("POST", "/admin/api-key/recharge", admin_key, json={"id": key["id"], "balance": "2.5"})
+    recharged = stack.admin(
+        "POST", "/admin/api-key/recharge", admin_key, json={"id": key["id"], "balance": "2.5"}
+    )
     assert recharged.status_code == 200, recharged.text
     assert stack.sql("SELECT fee FROM payments WHERE key_id = $1", key["id"])[0]["fee"] == Decimal("2.5")
     # The change reaches authz within a second.
     deadline = time.monotonic() + 1.0
     while True:
         try:
-            client.chat.completions.create(model="claude-3-haiku", messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(
+                model="claude-3-haiku", messages=[{"role": "user", "content": "hi"}]
+            )
             break
         except openai.RateLimitError:
             assert time.monotonic() < deadline, "the recharge did not reach authz within 1 s"
@@ -209,11 +221,15 @@ def test_disabled_key_is_refused_within_a_second(stack: Any, admin_key: str) -> 
     client = openai_client(stack, key["api_key"])
     client.chat.completions.create(model="claude-3-haiku", messages=[{"role": "user", "content": "hi"}])
     changed_at = time.monotonic()
-    response = stack.admin("POST", "/admin/api-key/update", admin_key, json={"id": key["id"], "disabled": True})
+    response = stack.admin(
+        "POST", "/admin/api-key/update", admin_key, json={"id": key["id"], "disabled": True}
+    )
     assert response.status_code == 200, response.text
     while True:
         try:
-            client.chat.completions.create(model="claude-3-haiku", messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(
+                model="claude-3-haiku", messages=[{"role": "user", "content": "hi"}]
+            )
         except openai.AuthenticationError:
             break
         assert time.monotonic() - changed_at < 1.0, "the disabled key was still admitted after 1 s"
@@ -275,7 +291,8 @@ def test_forged_identity_headers_are_ignored(stack: Any, admin_key: str, user: d
         )
         assert reply.status_code == 200
     thread = stack.wait_for(
-        "SELECT t.key_id FROM threads t JOIN sessions s ON s.id = t.session_id WHERE s.client_session_id = $1",
+        "SELECT t.key_id FROM threads t JOIN sessions s ON s.id = t.session_id"
+        " WHERE s.client_session_id = $1",
         session_id,
     )
     assert thread[0]["key_id"] == user["id"]
@@ -325,7 +342,10 @@ def test_bad_request_names_the_field(stack: Any, user: dict[str, Any]) -> None:
             json={
                 "model": "claude-3-haiku",
                 "messages": [
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}]}
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}],
+                    }
                 ],
             },
         )

@@ -1,0 +1,146 @@
+"""`brproxy up` as a user runs it: embedded Postgres, TLS, restarts, Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from cryptography import x509
+from stack_process import start_stack, stop_stack
+
+from edge.tls import ensure_self_signed
+
+pytestmark = pytest.mark.e2e
+
+
+def _served_certificate(port: int) -> x509.Certificate:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_embedded_postgres_by_default_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    stack = start_stack(data_dir, None)
+    try:
+        lines = stack.command_lines()
+        for part in ("-m authz", "-m translator", "-m meter", "-m admin_api", "-m bedrock_simulator"):
+            assert any(part in line for line in lines), f"no process for {part}: {lines}"
+        assert any("envoy" in line and "envoy.json" in line for line in lines)
+        assert any("postgres" in line and str(data_dir / "pgdata") in line for line in lines)
+        assert stack.cert is not None and stack.cert.is_relative_to(data_dir)
+        assert any("Generated a self-signed TLS certificate" in line for line in stack.output)
+        assert any("BEDROCK SIMULATOR MODE" in line for line in stack.output)
+        with stack.client() as client:
+            assert client.get("/health").status_code == 200
+        key = stack.create_key("persisted", balance=1)
+    finally:
+        leftovers = stop_stack(stack)
+    assert not leftovers, f"left behind: {leftovers}"
+    assert stack.process.returncode == 0
+
+    # A second start on the same data dir finds the same database, and the same certificate.
+    again = start_stack(data_dir, None)
+    try:
+        assert not any("Generated a self-signed" in line for line in again.output)
+        listed = again.admin("GET", "/admin/api-key/list").json()["data"]["items"]
+        assert [item["id"] for item in listed if item["name"] == "persisted"] == [key["id"]]
+    finally:
+        assert not stop_stack(again, signal.SIGTERM)
+
+
+def test_a_killed_child_is_restarted_and_named(stack: Any) -> None:
+    translator = stack.processes("-m translator")[0]
+    translator.kill()
+
+    def restarted() -> bool:
+        others = stack.processes("-m translator")
+        if not others or others[0].pid == translator.pid:
+            return False
+        with stack.client() as client:
+            return client.get("/health").status_code == 200
+
+    deadline = time.monotonic() + 20
+    while not restarted():
+        assert time.monotonic() < deadline, "the translator was not restarted:\n" + "".join(
+            stack.output[-30:]
+        )
+        time.sleep(0.2)
+    assert any("translator killed by SIGKILL; restarting it in" in line for line in stack.output)
+    key = stack.create_key("after-restart", month_quota=1)
+    with stack.client(key["api_key"]) as client:
+        reply = client.post(
+            "/v1/chat/completions",
+            json={"model": "claude-3-haiku", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert reply.status_code == 200, reply.text
+
+
+def test_a_child_that_keeps_dying_stops_the_stack_naming_it(tmp_path: Path, database_url: str) -> None:
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(_free_port()),
+             "--data-dir", str(tmp_path)],
+            env={**_clean_env(), "DATABASE_URL": database_url, "BRPROXY_METER_PORT": str(port)},
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "BRProxy stopped: meter keeps dying" in result.stdout
+    assert "meter exited with code 3; restarting it in" in result.stderr
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BRPROXY_", "PGSQL_")) and k != "DATABASE_URL"
+    }
+
+
+def test_own_certificate_and_plain_http(tmp_path: Path, database_url: str) -> None:
+    cert, key, _ = ensure_self_signed(tmp_path / "mine")
+    mine = start_stack(tmp_path / "a", database_url, "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        assert mine.cert == cert
+        port = int(mine.base_url.rsplit(":", 1)[1])
+        served = _served_certificate(port)
+        assert served == x509.load_pem_x509_certificate(cert.read_bytes())
+        assert not (tmp_path / "a" / "tls").exists()
+    finally:
+        assert not stop_stack(mine)
+
+    plain = start_stack(tmp_path / "b", database_url, "--plain-http")
+    try:
+        assert plain.base_url.startswith("http://")
+        with plain.client() as client:
+            assert client.get("/health").status_code == 200
+    finally:
+        assert not stop_stack(plain)
