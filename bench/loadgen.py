@@ -1,0 +1,115 @@
+"""A closed-loop async load generator: C workers, each sending its next request when the last ends.
+
+Bounded in count and time, loopback only. It records per request the total latency and,
+for streams, the time to the first content token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import yarl
+
+__all__ = ["LoadResult", "Request", "run_load"]
+
+
+@dataclass(frozen=True)
+class Request:
+    url: yarl.URL
+    body: bytes
+    headers: dict[str, str]
+    stream: bool
+    first_token_marker: bytes
+    """Bytes that appear in the response at the first content token (for TTFT)."""
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    ttft_ms: list[float] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _one(session: aiohttp.ClientSession, request: Request, result: LoadResult) -> None:
+    started = time.perf_counter()
+    first: float | None = None
+    try:
+        async with session.post(request.url, data=request.body, headers=request.headers) as response:
+            if request.stream:
+                async for chunk in response.content.iter_any():
+                    if first is None and request.first_token_marker in chunk:
+                        first = time.perf_counter()
+            else:
+                await response.read()
+            if response.status != 200:
+                result.errors += 1
+                if len(result.error_samples) < 3:
+                    result.error_samples.append(f"HTTP {response.status}")
+                return
+    except (aiohttp.ClientError, TimeoutError) as error:
+        result.errors += 1
+        if len(result.error_samples) < 3:
+            result.error_samples.append(type(error).__name__)
+        return
+    done = time.perf_counter()
+    result.requests += 1
+    result.latencies_ms.append((done - started) * 1000)
+    if first is not None:
+        result.ttft_ms.append((first - started) * 1000)
+
+
+async def run_load(
+    make_request: Callable[[int], Request],
+    concurrency: int,
+    *,
+    max_requests: int,
+    max_seconds: float,
+    warmup: int = 50,
+    ca_file: str | None = None,
+) -> LoadResult:
+    """Run until `max_requests` completed or `max_seconds` passed, after `warmup` requests."""
+    context: ssl.SSLContext | bool = False
+    if ca_file:
+        context = ssl.create_default_context(cafile=ca_file)
+        context.check_hostname = False
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=120), skip_auto_headers=("User-Agent",)
+    ) as session:
+        scratch = LoadResult()
+        for i in range(warmup):
+            await _one(session, make_request(i), scratch)
+        result = LoadResult()
+        counter = 0
+        deadline = time.perf_counter() + max_seconds
+
+        async def worker() -> None:
+            nonlocal counter
+            while counter < max_requests and time.perf_counter() < deadline:
+                counter += 1
+                await _one(session, make_request(counter), result)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        result.seconds = time.perf_counter() - started
+        return result

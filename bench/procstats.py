@@ -1,0 +1,97 @@
+"""CPU time and memory of the stack's processes, read from /proc (Linux)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psutil
+
+__all__ = ["ProcessGroups", "Sample", "role_of"]
+
+_CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+def role_of(cmdline: list[str]) -> str | None:
+    """Which part of the stack a process is, from its command line."""
+    line = " ".join(cmdline)
+    for module, role in (
+        ("-m authz", "authz"),
+        ("-m translator", "translator"),
+        ("-m meter", "meter"),
+        ("-m admin_api", "admin_api"),
+        ("-m bedrock_simulator", "simulator"),
+        ("litellm", "litellm"),
+    ):
+        if module in line:
+            return role
+    if "multiprocessing" in line and "spawn" in line:
+        return "worker"  # uvicorn worker processes; attributed to their parent below
+    if cmdline and cmdline[0].endswith("envoy"):
+        return "envoy"
+    if cmdline and ("postgres" in cmdline[0] or line.startswith("postgres:")):
+        return "postgres"
+    return None
+
+
+@dataclass
+class Sample:
+    cpu_seconds: dict[str, float]
+    rss_bytes: dict[str, int]
+    peak_rss_bytes: dict[str, int]
+
+
+class ProcessGroups:
+    """The processes under a root pid (and any extra pids), grouped by role."""
+
+    def __init__(self, root_pids: list[int]) -> None:
+        self.root_pids = root_pids
+
+    def _members(self) -> dict[str, list[psutil.Process]]:
+        groups: dict[str, list[psutil.Process]] = {}
+        for root in self.root_pids:
+            try:
+                processes = psutil.Process(root).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+            for process in processes:
+                try:
+                    role = role_of(process.cmdline())
+                    if role == "worker":
+                        parent = process.parent()
+                        role = role_of(parent.cmdline()) if parent else None
+                    if role is None and process.name() == "postgres":
+                        role = "postgres"
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+                if role is not None:
+                    groups.setdefault(role, []).append(process)
+        return groups
+
+    def sample(self) -> Sample:
+        cpu: dict[str, float] = {}
+        rss: dict[str, int] = {}
+        peak: dict[str, int] = {}
+        for role, processes in self._members().items():
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                    memory = process.memory_info()
+                    status = _peak_rss(process.pid)
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+                cpu[role] = cpu.get(role, 0.0) + times.user + times.system
+                rss[role] = rss.get(role, 0) + memory.rss
+                peak[role] = peak.get(role, 0) + status
+        return Sample(cpu, rss, peak)
+
+
+def _peak_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
