@@ -47,6 +47,8 @@ merged, later values winning. Items:
     accepted). Converse ignores it.
 ``latency_ms=N``
     Time to first byte for this call, overriding the configured latency.
+``tokens_per_second=N``
+    Pace this call's output at N tokens a second, overriding the configured rate (0 = unpaced).
 ``no_usage``
     ConverseStream only: omit the final ``metadata`` event, so usage is never reported.
 
@@ -147,6 +149,7 @@ class Directives:
     stream_error: str | None = None
     after: int = 0
     latency_ms: float | None = None
+    tokens_per_second: float | None = None
     no_usage: bool = False
 
 
@@ -215,6 +218,10 @@ def _set_latency(d: Directives, raw: str | None) -> Directives:
     return replace(d, latency_ms=float(_non_negative_int("latency_ms", raw)))
 
 
+def _set_tokens_per_second(d: Directives, raw: str | None) -> Directives:
+    return replace(d, tokens_per_second=float(_non_negative_int("tokens_per_second", raw)))
+
+
 def _set_no_usage(d: Directives, raw: str | None) -> Directives:
     if raw is not None:
         raise SimulatedError("ValidationException", "Simulator directive no_usage takes no value.")
@@ -228,6 +235,7 @@ _DIRECTIVE_SETTERS: dict[str, Callable[[Directives, str | None], Directives]] = 
     "stream_error": _set_stream_error,
     "after": _set_after,
     "latency_ms": _set_latency,
+    "tokens_per_second": _set_tokens_per_second,
     "no_usage": _set_no_usage,
 }
 

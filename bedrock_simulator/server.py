@@ -210,6 +210,10 @@ class BedrockSimulator:
     def _plan(self, request: _Request) -> ConverseAnswer:
         return converse(_parse_json(request.body), default_output_tokens=self.config.output_tokens)
 
+    def _rate(self, answer: ConverseAnswer) -> float:
+        rate = answer.directives.tokens_per_second
+        return self.config.tokens_per_second if rate is None else rate
+
     def _latency_s(self, answer: ConverseAnswer) -> float:
         latency_ms = answer.directives.latency_ms
         return (self.config.latency_ms if latency_ms is None else latency_ms) / 1000.0
@@ -222,8 +226,8 @@ class BedrockSimulator:
             return
         # A non-stream answer arrives when the whole generation would have finished.
         delay = self._latency_s(answer)
-        if self.config.tokens_per_second > 0:
-            delay += answer.usage.output_tokens / self.config.tokens_per_second
+        if self._rate(answer) > 0:
+            delay += answer.usage.output_tokens / self._rate(answer)
         if delay > 0:
             await asyncio.sleep(delay)
         body = orjson.dumps(
@@ -254,7 +258,7 @@ class BedrockSimulator:
             await _send_error(send, error, request.request_id)
             return
         latency = self._latency_s(answer)
-        rate = self.config.tokens_per_second
+        rate = self._rate(answer)
         paced = latency > 0 or rate > 0
         # Only a paced stream can outlive its client for long; watching for the disconnect costs
         # a task, so an unpaced stream (sent in one burst) goes without.
@@ -286,7 +290,7 @@ class BedrockSimulator:
         fail_after = len(answer.chunks)
         if directives.stream_error is not None:
             fail_after = min(directives.after, fail_after)
-        rate = self.config.tokens_per_second
+        rate = self._rate(answer)
         loop = asyncio.get_running_loop()
         first_delta_at = loop.time()
         for index in range(fail_after):

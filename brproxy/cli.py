@@ -64,11 +64,27 @@ def _parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("BRPROXY_WORKERS", "1")),
         help="worker processes for the translator and admin API (default 1)",
     )
+    migrate = commands.add_parser("migrate", help="apply database migrations to DATABASE_URL and exit")
+    migrate.set_defaults(command="migrate")
     return parser
+
+
+def _migrate() -> None:
+    import asyncio
+
+    from core.migrate import apply_migrations
+    from core.settings import Settings
+
+    url = Settings().require_database_url()
+    applied = asyncio.run(apply_migrations(url))
+    print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "migrate":
+        _migrate()
+        return
     if args.command == "up":
         if (args.tls_cert is None) != (args.tls_key is None):
             sys.exit("brproxy: --tls-cert and --tls-key go together")

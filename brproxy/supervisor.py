@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -323,9 +324,22 @@ class Supervisor:
             await asyncio.sleep(0.1)
         raise StackFailed(f"BRProxy did not become healthy within {timeout:.0f}s ({url})")
 
+    def _ensure_admin_key(self) -> None:
+        """Without ADMIN_API_KEY, use (or create) a random one kept in the data dir (0600)."""
+        if os.environ.get("ADMIN_API_KEY") or os.environ.get("BRPROXY_ADMIN_API_KEY"):
+            return
+        path = self.options.data_dir / "admin-api-key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+            self.out.write(f"Created a bootstrap admin key (ADMIN_API_KEY was not set); it is in {path}\n")
+        os.environ["ADMIN_API_KEY"] = path.read_text().strip()
+
     async def start(self) -> Settings:
         started = time.monotonic()
         self._lock_data_dir()
+        self._ensure_admin_key()
         if self.options.bedrock_simulator:
             self._announce_simulator()
         database_url = await self._start_database()

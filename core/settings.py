@@ -42,7 +42,8 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | Non
 class Settings(BaseSettings):
     """Settings shared by the supervisor and every service (env prefix `BRPROXY_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="BRPROXY_", extra="ignore")
+    # env_ignore_empty: `BRPROXY_TLS_CERT=` (as compose files write unset values) means unset.
+    model_config = SettingsConfigDict(env_prefix="BRPROXY_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Path(".brproxy")
     """Holds the embedded database, generated certificates, spool files and the Envoy config."""

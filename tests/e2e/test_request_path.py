@@ -352,3 +352,26 @@ def test_bad_request_names_the_field(stack: Any, user: dict[str, Any]) -> None:
     assert no_messages.status_code == 400 and no_messages.json()["error"]["param"] == "messages"
     assert not_json.status_code == 400 and "JSON" in not_json.json()["error"]["message"]
     assert http_image.status_code == 400 and "data:" in http_image.json()["error"]["message"]
+
+
+def test_stream_is_not_buffered_anywhere(stack: Any, user: dict[str, Any]) -> None:
+    """Tokens paced 4 a second by Bedrock reach the client one by one, through Envoy and TLS."""
+    client = openai_client(stack, user["api_key"])
+    started = time.monotonic()
+    arrivals: list[float] = []
+    stream = client.chat.completions.create(
+        model="claude-3-haiku",
+        messages=[{"role": "user", "content": "slowly [[sim:tokens=6 tokens_per_second=4]]"}],
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 6
+    total = arrivals[-1]
+    assert total >= 1.2  # 6 tokens at 4/s: the last one comes 1.25 s after the first
+    # The first token arrives long before the answer is complete, and the gaps between
+    # tokens are the model's own pacing, not one burst at the end.
+    assert arrivals[0] < total - 1.0
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert min(gaps) > 0.15

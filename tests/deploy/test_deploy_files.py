@@ -1,0 +1,53 @@
+"""The deployment files are valid for the tools that will read them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=[m.name for m in MANIFESTS])
+def test_kubernetes_manifest_validates_offline(manifest: Path) -> None:
+    import kubernetes_validate
+
+    for document in yaml.safe_load_all(manifest.read_text()):
+        kubernetes_validate.validate(document, "1.30", strict=True)
+
+
+def test_every_service_module_has_a_deployment() -> None:
+    commands = " ".join(m.read_text() for m in MANIFESTS)
+    for module in ("authz", "translator", "meter", "admin_api", "edge"):
+        assert f'"-m", "{module}"' in commands
+
+
+def test_dockerfile_copies_every_package() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) ", dockerfile, re.MULTILINE))
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name not in ("tests", "bench")}
+    assert packages <= copied
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
+def test_compose_file_validates() -> None:
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        env={"ADMIN_API_KEY": "x", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_services_match_the_stack() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {"postgres", "migrate", "authz", "meter", "translator", "admin-api", "edge"} <= set(compose["services"])
+    assert compose["services"]["edge"]["ports"] == ["8866:8866"]
