@@ -1,0 +1,152 @@
+"""`POST /v1/chat/completions`: OpenAI Chat Completions, served by Bedrock Converse.
+
+The conversion itself is pure (`openai_bedrock.py`); this module does the I/O: read the
+body, call Converse or ConverseStream, write the answer (streamed frame by frame, never
+buffered), and hand the usage event to the meter however the call ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import orjson
+
+from core.usage import UsageEvent, new_event_id
+from translator.asgi import SSE_HEADERS, Receive, Reply, Request, send_json
+from translator.bedrock_client import BedrockStream
+from translator.bedrock_errors import BedrockError
+from translator.gateway import Gateway, estimate_tokens
+from translator.openai_bedrock import ChatCompletionStream, InvalidRequest, OpenAIChatRequest, chat_completion
+
+__all__ = ["chat_completions"]
+
+
+async def chat_completions(gateway: Gateway, request: Request) -> None:
+    key_id = request.caller()
+    raw = await request.body()
+    try:
+        chat = OpenAIChatRequest.parse(raw)
+        converse = chat.to_converse()
+    except InvalidRequest as error:
+        raise Reply.error(request.path, error.status, error.message, param=error.param) from None
+    resolved = gateway.resolve(request.path, chat.model)
+    session = request.header(b"session-id")
+    event = UsageEvent(
+        event_id=new_event_id(),
+        key_id=key_id,
+        model=chat.model,
+        bedrock_model_id=resolved.bedrock_id,
+        occurred_at=time.time(),
+        client_session_id=session[:200] if session else None,
+        stream=chat.stream,
+        prompt=chat.last_user_text(),
+        whole_prompt=chat.messages,
+        user=chat.user,
+    )
+    body = orjson.dumps(converse)
+    completion_id = "chatcmpl-" + uuid.UUID(event.event_id).hex
+    if chat.stream:
+        await _stream(gateway, request, chat, resolved.bedrock_id, body, completion_id, event)
+    else:
+        await _complete(gateway, request, chat, resolved.bedrock_id, body, completion_id, event)
+
+
+async def _complete(
+    gateway: Gateway,
+    request: Request,
+    chat: OpenAIChatRequest,
+    model_id: str,
+    body: bytes,
+    completion_id: str,
+    event: UsageEvent,
+) -> None:
+    try:
+        response, first_byte_ms = await gateway.bedrock.converse(model_id, body)
+    except BedrockError as error:
+        raise gateway.bedrock_reply(request.path, error) from None
+    answer, text, usage = chat_completion(completion_id, chat.model, response)
+    event.completion = text
+    event.input_tokens, event.output_tokens = usage.input, usage.output
+    event.cache_read_tokens, event.cache_write_tokens = usage.cache_read, usage.cache_write
+    event.first_byte_latency_ms = first_byte_ms
+    latency = (response.get("metrics") or {}).get("latencyMs")
+    event.invocation_latency_ms = int(latency) if latency is not None else None
+    # Billed before the answer is sent: a client that goes away now still pays.
+    gateway.meter.submit(event)
+    await send_json(request.send, 200, answer)
+
+
+async def _stream(
+    gateway: Gateway,
+    request: Request,
+    chat: OpenAIChatRequest,
+    model_id: str,
+    body: bytes,
+    completion_id: str,
+    event: UsageEvent,
+) -> None:
+    send = request.send
+    try:
+        upstream = await gateway.bedrock.converse_stream(model_id, body)
+    except BedrockError as error:
+        raise gateway.bedrock_reply(request.path, error) from None
+    frames = ChatCompletionStream(completion_id, chat.model, chat.include_usage)
+    # uvicorn drops writes to a closed connection silently, so watch for the client
+    # leaving and stop reading Bedrock then (what it produced so far is still billed).
+    watcher = asyncio.create_task(_close_on_disconnect(request.receive, upstream, event))
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await send({"type": "http.response.body", "body": frames.first_frame(), "more_body": True})
+        try:
+            async for event_type, payload in upstream.events():
+                for frame in frames.on_event(event_type, payload):
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except BedrockError as error:
+            # Ends the stream with an error frame, not a fake [DONE]: the client must
+            # know the answer is incomplete.
+            event.status = "error"
+            upstream.finished = True
+            frame = frames.error_frame(error.client_message, "server_error", error.name)
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            return
+        upstream.finished = True
+        await send({"type": "http.response.body", "body": frames.done_frame(), "more_body": False})
+    except (OSError, asyncio.CancelledError):
+        event.status = "client_closed"
+        raise
+    finally:
+        watcher.cancel()
+        await upstream.close()
+        _finish_stream_event(gateway, event, frames, upstream)
+
+
+async def _close_on_disconnect(receive: Receive, upstream: BedrockStream, event: UsageEvent) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    # uvicorn also reports "disconnect" once the response is complete; only a
+    # disconnect while Bedrock is still answering means the client left.
+    if not upstream.finished:
+        event.status = "client_closed"
+        await upstream.close()
+
+
+def _finish_stream_event(
+    gateway: Gateway, event: UsageEvent, frames: ChatCompletionStream, upstream: BedrockStream
+) -> None:
+    """Record whatever the stream produced; always called, however the stream ended."""
+    event.completion = frames.completion
+    event.first_byte_latency_ms = upstream.first_byte_ms
+    event.invocation_latency_ms = frames.latency_ms
+    usage = frames.usage
+    if usage.reported:
+        event.input_tokens, event.output_tokens = usage.input, usage.output
+        event.cache_read_tokens, event.cache_write_tokens = usage.cache_read, usage.cache_write
+    else:
+        # Bedrock's usage report never arrived (the stream broke or the client left):
+        # bill our estimate and say so on the thread.
+        event.estimated = True
+        event.input_tokens = estimate_tokens(orjson.dumps(event.whole_prompt).decode())
+        event.output_tokens = estimate_tokens(event.completion)
+    gateway.meter.submit(event)
