@@ -7,6 +7,7 @@ Import what you need from its modules, e.g. `from core.settings import Settings`
 __all__ = [
     "api_keys",
     "catalogue",
+    "catalogue_store",
     "errors",
     "internal_headers",
     "migrate",

@@ -18,18 +18,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 __all__ = [
+    "CAPABILITIES",
     "CATALOGUE",
+    "KINDS",
+    "PROFILE_PREFIXES",
     "Catalogue",
     "ModelEntry",
+    "ModelOverride",
     "Prices",
     "ResolvedModel",
+    "base_model_id",
     "geo_for_region",
 ]
 
 PROFILE_PREFIXES = ("global", "us", "eu", "apac", "jp", "au", "us-gov")
+CAPABILITIES = frozenset({"tools", "vision", "reasoning", "caching", "cache_ttl", "embeddings"})
+"""What a model can do; `cache_ttl` means `cache_control.ttl` ("5m"/"1h") is accepted."""
+KINDS = frozenset({"chat", "embedding"})
 _GEO_PREMIUM = Decimal("1.1")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,10 @@ class ModelEntry:
     context_window: int = 200_000
     kind: str = "chat"
     """"chat" or "embedding"."""
+    enabled: bool = True
+    """False: an admin switched it off; clients get 404, but calls in flight are still priced."""
+    betas: frozenset[str] = frozenset()
+    """`anthropic-beta` flags Bedrock accepts for this model; others are dropped, not sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +98,105 @@ class ResolvedModel:
     """The id to send to Bedrock (a profile id where one is required or was asked for)."""
     prices: Prices
     """Prices for this exact id (geo premium applied)."""
+
+
+def base_model_id(model_id: str) -> str:
+    """A Bedrock id without its inference-profile prefix (`us.anthropic.x` → `anthropic.x`)."""
+    prefix, dot, rest = model_id.partition(".")
+    if dot and prefix in PROFILE_PREFIXES and "." in rest:
+        return rest
+    return model_id
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOverride:
+    """An admin's change to one model (a row of `model_overrides`): None keeps the built-in value.
+
+    A name that is not built in adds a model; it then needs at least `base_id`, `provider` and
+    the input and output prices.
+    """
+
+    name: str
+    base_id: str | None = None
+    provider: str | None = None
+    kind: str | None = None
+    aliases: tuple[str, ...] | None = None
+    profiles: tuple[str, ...] | None = None
+    profile_only: bool | None = None
+    geo_premium: bool | None = None
+    capabilities: frozenset[str] | None = None
+    betas: frozenset[str] | None = None
+    context_window: int | None = None
+    price_input: Decimal | None = None
+    price_output: Decimal | None = None
+    price_cache_read: Decimal | None = None
+    price_cache_write: Decimal | None = None
+    enabled: bool | None = None
+
+    def apply(self, base: ModelEntry | None) -> ModelEntry:
+        """The entry this override makes of `base` (None: a model the admin adds)."""
+        if base is None:
+            missing = [
+                field
+                for field in ("base_id", "provider", "price_input", "price_output")
+                if getattr(self, field) is None
+            ]
+            if missing:
+                raise ValueError(f"a new model needs {', '.join(missing)}")
+            assert self.base_id is not None and self.provider is not None
+            assert self.price_input is not None and self.price_output is not None
+            base = ModelEntry(
+                self.name, self.base_id, self.provider, Prices(self.price_input, self.price_output)
+            )
+        prices = Prices(
+            _pick(self.price_input, base.prices.input),
+            _pick(self.price_output, base.prices.output),
+            _pick(self.price_cache_read, base.prices.cache_read),
+            _pick(self.price_cache_write, base.prices.cache_write),
+        )
+        entry = ModelEntry(
+            name=self.name,
+            base_id=_pick(self.base_id, base.base_id),
+            provider=_pick(self.provider, base.provider),
+            prices=prices,
+            aliases=_pick(self.aliases, base.aliases),
+            profiles=_pick(self.profiles, base.profiles),
+            profile_only=_pick(self.profile_only, base.profile_only),
+            geo_premium=_pick(self.geo_premium, base.geo_premium),
+            capabilities=_pick(self.capabilities, base.capabilities),
+            context_window=_pick(self.context_window, base.context_window),
+            kind=_pick(self.kind, base.kind),
+            enabled=_pick(self.enabled, base.enabled),
+            betas=_pick(self.betas, base.betas),
+        )
+        _validate(entry)
+        return entry
+
+
+def _pick(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _validate(entry: ModelEntry) -> None:
+    if not entry.name or entry.name != entry.name.strip():
+        raise ValueError("name must be a non-empty string without surrounding spaces")
+    if "." not in entry.base_id or base_model_id(entry.base_id) != entry.base_id:
+        raise ValueError(f"base_id {entry.base_id!r} must be a Bedrock model id without a profile prefix")
+    if entry.kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}")
+    unknown = entry.capabilities - CAPABILITIES
+    if unknown:
+        raise ValueError(f"unknown capabilities {sorted(unknown)}; known: {sorted(CAPABILITIES)}")
+    bad_profiles = set(entry.profiles) - set(PROFILE_PREFIXES)
+    if bad_profiles:
+        raise ValueError(f"unknown profiles {sorted(bad_profiles)}; known: {list(PROFILE_PREFIXES)}")
+    if entry.profile_only and not entry.profiles:
+        raise ValueError("a profile-only model needs at least one profile")
+    if entry.context_window <= 0:
+        raise ValueError("context_window must be positive")
+    for price in (entry.prices.input, entry.prices.output, entry.prices.cache_read, entry.prices.cache_write):
+        if not price.is_finite() or price < 0:
+            raise ValueError("prices must be non-negative numbers")
 
 
 def geo_for_region(region: str) -> str:
@@ -115,6 +228,8 @@ class Catalogue:
                 if name in self._by_name:
                     raise ValueError(f"model name {name!r} is listed twice")
                 self._by_name[name] = entry
+            if entry.base_id in self._by_base_id:
+                raise ValueError(f"Bedrock id {entry.base_id!r} is listed twice")
             self._by_base_id[entry.base_id] = entry
 
     def resolve(self, name: str, region: str = "us-east-1") -> ResolvedModel | None:
@@ -151,6 +266,20 @@ class Catalogue:
     def chat_models(self) -> list[ModelEntry]:
         return [e for e in self.entries if e.kind == "chat"]
 
+    def entry(self, name: str) -> ModelEntry | None:
+        """The entry a catalogue name or alias stands for (not Bedrock ids)."""
+        return self._by_name.get(name)
+
+    def with_overrides(self, overrides: Iterable[ModelOverride]) -> Catalogue:
+        """This catalogue with admins' changes applied; raises ValueError for an invalid one."""
+        entries = {entry.name: entry for entry in self.entries}
+        for override in overrides:
+            try:
+                entries[override.name] = override.apply(entries.get(override.name))
+            except ValueError as error:
+                raise ValueError(f"model {override.name!r}: {error}") from None
+        return Catalogue(entries.values())
+
 
 def _p(inp: str, out: str, cache_read: str = "0", cache_write: str = "0") -> Prices:
     return Prices(Decimal(inp), Decimal(out), Decimal(cache_read), Decimal(cache_write))
@@ -160,6 +289,18 @@ _CLAUDE = frozenset({"tools", "vision", "caching"})
 _CLAUDE_REASONING = _CLAUDE | {"reasoning"}
 _US_EU_APAC = ("us", "eu", "apac")
 _ALL_GEOS = ("global", "us", "eu", "apac", "jp", "au")
+_CLAUDE_4_5 = _CLAUDE_REASONING | {"cache_ttl"}
+
+# anthropic-beta flags Bedrock accepts, per model generation (LiteLLM's `bedrock` column of
+# anthropic_beta_headers_config.json, narrowed per model as Bedrock's model pages list them).
+# Anything else a client sends (claude-code-*, oauth-*, prompt-caching-scope, files-api, mcp-*,
+# skills, web-*, code-execution, structured-outputs, token-efficient-tools, output-128k, ...)
+# is dropped together with the body fields it gates.
+_INTERLEAVED = "interleaved-thinking-2025-05-14"
+_CONTEXT_1M = "context-1m-2025-08-07"
+_BETAS_4 = frozenset({_INTERLEAVED, "fine-grained-tool-streaming-2025-05-14", "computer-use-2025-01-24"})
+_BETAS_4_5 = _BETAS_4 | {"context-management-2025-06-27", "tool-search-tool-2025-10-19"}
+_BETAS_4_6 = _BETAS_4_5 | {"effort-2025-11-24", _CONTEXT_1M, "computer-use-2025-11-24"}
 
 
 def _anthropic(
@@ -173,6 +314,7 @@ def _anthropic(
     geo_premium: bool = False,
     capabilities: frozenset[str] = _CLAUDE_REASONING,
     context_window: int = 200_000,
+    betas: frozenset[str] = frozenset(),
 ) -> ModelEntry:
     return ModelEntry(
         name=name,
@@ -185,6 +327,7 @@ def _anthropic(
         geo_premium=geo_premium,
         capabilities=capabilities,
         context_window=context_window,
+        betas=betas,
     )
 
 
@@ -198,7 +341,7 @@ CATALOGUE = Catalogue(
             ("claude-3-haiku-20240307",),
             _US_EU_APAC,
             profile_only=False,
-            capabilities=_CLAUDE,
+            capabilities=frozenset({"tools", "vision"}),
         ),
         _anthropic(
             "claude-3-sonnet",
@@ -243,6 +386,7 @@ CATALOGUE = Catalogue(
             ("claude-3-5-sonnet-20241022", "claude-3-5-sonnet-latest", "claude-3-5-sonnet-v2"),
             _US_EU_APAC,
             capabilities=_CLAUDE,
+            betas=frozenset({"computer-use-2024-10-22"}),
         ),
         _anthropic(
             "claude-3-7-sonnet",
@@ -250,6 +394,7 @@ CATALOGUE = Catalogue(
             _p("3", "15", "0.3", "3.75"),
             ("claude-3-7-sonnet-20250219", "claude-3-7-sonnet-latest"),
             ("us", "eu"),
+            betas=frozenset({"computer-use-2025-01-24"}),
         ),
         _anthropic(
             "claude-sonnet-4",
@@ -257,6 +402,7 @@ CATALOGUE = Catalogue(
             _p("3", "15", "0.3", "3.75"),
             ("claude-sonnet-4-20250514", "claude-sonnet-4-0"),
             ("global", "us", "eu", "apac"),
+            betas=_BETAS_4 | {_CONTEXT_1M},
         ),
         _anthropic(
             "claude-opus-4",
@@ -264,6 +410,7 @@ CATALOGUE = Catalogue(
             _p("15", "75", "1.5", "18.75"),
             ("claude-opus-4-20250514", "claude-opus-4-0"),
             ("us", "eu"),
+            betas=_BETAS_4,
         ),
         _anthropic(
             "claude-opus-4-1",
@@ -271,6 +418,7 @@ CATALOGUE = Catalogue(
             _p("15", "75", "1.5", "18.75"),
             ("claude-opus-4-1-20250805",),
             ("us", "eu"),
+            betas=_BETAS_4,
         ),
         _anthropic(
             "claude-sonnet-4-5",
@@ -279,6 +427,8 @@ CATALOGUE = Catalogue(
             ("claude-sonnet-4-5-20250929",),
             _ALL_GEOS,
             geo_premium=True,
+            betas=_BETAS_4_5 | {_CONTEXT_1M},
+            capabilities=_CLAUDE_4_5,
         ),
         _anthropic(
             "claude-haiku-4-5",
@@ -287,6 +437,8 @@ CATALOGUE = Catalogue(
             ("claude-haiku-4-5-20251001",),
             _ALL_GEOS,
             geo_premium=True,
+            betas=_BETAS_4 | {"context-management-2025-06-27"},
+            capabilities=_CLAUDE_4_5,
         ),
         _anthropic(
             "claude-opus-4-5",
@@ -295,6 +447,8 @@ CATALOGUE = Catalogue(
             ("claude-opus-4-5-20251101",),
             _ALL_GEOS,
             geo_premium=True,
+            betas=_BETAS_4_5 | {"effort-2025-11-24", "computer-use-2025-11-24"},
+            capabilities=_CLAUDE_4_5,
         ),
         _anthropic(
             "claude-opus-4-6",
@@ -304,6 +458,8 @@ CATALOGUE = Catalogue(
             _ALL_GEOS,
             geo_premium=True,
             context_window=1_000_000,
+            betas=_BETAS_4_6,
+            capabilities=_CLAUDE_4_5,
         ),
         _anthropic(
             "claude-sonnet-4-6",
@@ -313,6 +469,30 @@ CATALOGUE = Catalogue(
             _ALL_GEOS,
             geo_premium=True,
             context_window=1_000_000,
+            betas=_BETAS_4_6,
+            capabilities=_CLAUDE_4_5,
+        ),
+        _anthropic(
+            "claude-opus-4-7",
+            "anthropic.claude-opus-4-7",
+            _p("5", "25", "0.5", "6.25"),
+            (),
+            _ALL_GEOS,
+            geo_premium=True,
+            capabilities=_CLAUDE_4_5,
+            context_window=1_000_000,
+            betas=frozenset({_INTERLEAVED}),
+        ),
+        _anthropic(
+            "claude-opus-4-8",
+            "anthropic.claude-opus-4-8",
+            _p("5", "25", "0.5", "6.25"),
+            (),
+            _ALL_GEOS,
+            geo_premium=True,
+            capabilities=_CLAUDE_4_5,
+            context_window=1_000_000,
+            betas=frozenset({_INTERLEAVED}),
         ),
         # --- Amazon Nova ------------------------------------------------------------------
         ModelEntry(
@@ -400,6 +580,44 @@ CATALOGUE = Catalogue(
             capabilities=frozenset({"tools"}),
             context_window=128_000,
         ),
+        ModelEntry(
+            "llama3-2-1b",
+            "meta.llama3-2-1b-instruct-v1:0",
+            "meta",
+            _p("0.10", "0.10"),
+            profiles=("us",),
+            profile_only=True,
+            context_window=128_000,
+        ),
+        ModelEntry(
+            "llama3-2-3b",
+            "meta.llama3-2-3b-instruct-v1:0",
+            "meta",
+            _p("0.15", "0.15"),
+            profiles=("us",),
+            profile_only=True,
+            context_window=128_000,
+        ),
+        ModelEntry(
+            "llama3-2-11b",
+            "meta.llama3-2-11b-instruct-v1:0",
+            "meta",
+            _p("0.16", "0.16"),
+            profiles=("us",),
+            profile_only=True,
+            capabilities=frozenset({"tools", "vision"}),
+            context_window=128_000,
+        ),
+        ModelEntry(
+            "llama3-2-90b",
+            "meta.llama3-2-90b-instruct-v1:0",
+            "meta",
+            _p("0.72", "0.72"),
+            profiles=("us",),
+            profile_only=True,
+            capabilities=frozenset({"tools", "vision"}),
+            context_window=128_000,
+        ),
         # --- Mistral, DeepSeek ------------------------------------------------------------
         ModelEntry(
             "mistral-large",
@@ -409,6 +627,14 @@ CATALOGUE = Catalogue(
             ("mistral-large-2407",),
             capabilities=frozenset({"tools"}),
             context_window=128_000,
+        ),
+        ModelEntry(
+            "mistral-large-2402",
+            "mistral.mistral-large-2402-v1:0",
+            "mistral",
+            _p("4", "12"),
+            capabilities=frozenset({"tools"}),
+            context_window=32_000,
         ),
         ModelEntry(
             "deepseek-r1",
@@ -428,6 +654,15 @@ CATALOGUE = Catalogue(
             _p("0.02", "0"),
             capabilities=frozenset({"embeddings"}),
             context_window=8_192,
+            kind="embedding",
+        ),
+        ModelEntry(
+            "cohere-embed-v4",
+            "cohere.embed-v4:0",
+            "cohere",
+            _p("0.12", "0"),
+            capabilities=frozenset({"embeddings"}),
+            context_window=128_000,
             kind="embedding",
         ),
         ModelEntry(

@@ -13,6 +13,7 @@ import core
 EXPECTED = [
     "api_keys",
     "catalogue",
+    "catalogue_store",
     "errors",
     "internal_headers",
     "migrate",

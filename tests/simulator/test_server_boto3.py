@@ -2,103 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, EventStreamError
+from simulator_process import ACCESS_KEY, DEFAULT_TOKENS, SECRET, boto3_client
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ACCESS_KEY = "AKIDSIMTEST"
-SECRET = "sim-test-secret"
 MODEL_ID = "us.anthropic.claude-3-haiku-20240307-v1:0"
-DEFAULT_TOKENS = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[str]:
-    port = _free_port()
-    env = {**os.environ, "BRPROXY_SIM_SECRET_ACCESS_KEY": SECRET}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bedrock_simulator",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--access-key-id",
-            ACCESS_KEY,
-            "--output-tokens",
-            str(DEFAULT_TOKENS),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as response:
-                    assert response.read() == b"ok"
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            _, stderr = process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, stderr = process.communicate()
-    assert b"Bedrock SIMULATOR listening on" in stderr
-    assert b"no AWS calls are made" in stderr
-
-
-def _client(endpoint: str, *, access_key: str = ACCESS_KEY, secret: str = SECRET) -> Any:
-    return boto3.client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        # No retries: the error tests must see the first answer, and quickly.
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=10, connect_timeout=5),
-    )
 
 
 @pytest.fixture(scope="module")
 def bedrock(simulator: str) -> Iterator[Any]:
-    client = _client(simulator)
+    client = boto3_client(simulator)
     yield client
     client.close()
 
@@ -271,7 +195,7 @@ def test_validation_errors(bedrock: Any) -> None:
     ],
 )
 def test_bad_credentials_are_refused(simulator: str, access_key: str, secret: str, code: str) -> None:
-    client = _client(simulator, access_key=access_key, secret=secret)
+    client = boto3_client(simulator, access_key=access_key, secret=secret)
     try:
         with pytest.raises(ClientError) as caught:
             client.converse(modelId=MODEL_ID, messages=_messages("let me in"))
