@@ -18,7 +18,7 @@ import orjson
 from core.api_keys import bearer_token, hash_key, hashes_equal
 from core.errors import error_body
 from core.internal_headers import ROLE_BOOTSTRAP
-from core.quota import is_out_of_money
+from core.quota import is_out_of_money, spends_money
 
 __all__ = ["Allow", "Decision", "Deny", "KeyRecord", "decide"]
 
@@ -35,12 +35,16 @@ class KeyRecord:
     fee_month: dt.date
     balance: Decimal
     disabled: bool
+    rate_limit_rpm: int = 0
+    """Requests per minute across all replicas; 0 means no limit."""
 
 
 @dataclass(frozen=True, slots=True)
 class Allow:
     key_id: int
     role: str
+    record: KeyRecord | None = None
+    """The key's cached row (None for the bootstrap key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +59,6 @@ Decision = Allow | Deny
 def _deny(path: str, status: int, message: str, code: str | None = None) -> Deny:
     body: dict[str, Any] = error_body(path, status, message, code=code)
     return Deny(status, orjson.dumps(body))
-
-
-def _spends_money(path: str, method: str) -> bool:
-    """Calls that reach Bedrock's paid operations (listing models or counting tokens is free)."""
-    return method == "POST" and path.startswith("/v1/") and not path.startswith("/v1/messages/count_tokens")
 
 
 def decide(
@@ -98,7 +97,7 @@ def decide(
     if (path.startswith("/admin/") or path == "/admin") and record.role != "admin":
         return _deny(path, 403, "This route needs an admin key.")
 
-    if _spends_money(path, method):
+    if spends_money(method, path):
         in_flight = reserved(record.id) if reserved is not None else Decimal(0)
         if is_out_of_money(
             record.month_quota,
@@ -114,4 +113,4 @@ def decide(
                 "Please recharge: this key's monthly quota is used up and its balance is not positive.",
                 "insufficient_quota",
             )
-    return Allow(record.id, record.role)
+    return Allow(record.id, record.role, record)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import threading
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 
 from authz.decision import KeyRecord
 
@@ -30,7 +30,10 @@ __all__ = ["KeyCache"]
 log = logging.getLogger("authz.keys")
 
 CHANNEL = "brproxy_key_changed"
-_SELECT_ALL = "SELECT id, key_hash, role, month_quota, month_fee, fee_month, balance, disabled FROM api_keys"
+_SELECT_ALL = (
+    "SELECT id, key_hash, role, month_quota, month_fee, fee_month, balance, disabled, rate_limit_rpm"
+    " FROM api_keys"
+)
 
 
 def _record_from_row(row: Any) -> KeyRecord:
@@ -43,6 +46,7 @@ def _record_from_row(row: Any) -> KeyRecord:
         fee_month=row["fee_month"],
         balance=row["balance"],
         disabled=row["disabled"],
+        rate_limit_rpm=row["rate_limit_rpm"],
     )
 
 
@@ -51,12 +55,17 @@ def _record_from_notification(payload: dict[str, Any]) -> KeyRecord:
         id=int(payload["id"]),
         key_hash=bytes.fromhex(payload["key_hash"]),
         role=payload["role"],
-        month_quota=Decimal(payload["month_quota"]),
-        month_fee=Decimal(payload["month_fee"]),
+        month_quota=_decimal(payload["month_quota"]),
+        month_fee=_decimal(payload["month_fee"]),
         fee_month=dt.date.fromisoformat(payload["fee_month"]),
-        balance=Decimal(payload["balance"]),
+        balance=_decimal(payload["balance"]),
         disabled=bool(payload["disabled"]),
+        rate_limit_rpm=int(payload.get("rate_limit_rpm", 0)),
     )
+
+
+def _decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 class KeyCache:
@@ -122,8 +131,9 @@ class KeyCache:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
-            change = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+            # Exact: money arrives as JSON numerals and must not pass through a float.
+            change = json.loads(payload, parse_float=Decimal)
+        except ValueError:
             log.warning("ignored a malformed key notification")
             return
         if self._pending is not None:

@@ -6,6 +6,7 @@ than grpc.aio (the check itself is a hash and a dict lookup, so threads never wa
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
 import signal
@@ -13,7 +14,9 @@ import threading
 import time
 from concurrent import futures
 from decimal import Decimal
+from typing import Any
 
+import asyncpg
 import grpc
 import orjson
 from envoy.config.core.v3 import base_pb2
@@ -22,12 +25,17 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from authz.decision import Allow, Decision, decide
+from authz.budget import Ledger
+from authz.budget_store import BudgetStore
+from authz.decision import Allow, Decision, KeyRecord, decide
+from authz.estimate import EstimateSettings, estimate_cost
 from authz.key_cache import KeyCache
+from authz.rate_limit import RateLimiter, lease_size, window_of
 from core.api_keys import hash_key
+from core.catalogue import CATALOGUE, Catalogue
 from core.errors import error_body
 from core.internal_headers import KEY_ID, KEY_ROLE
-from core.quota import billing_month
+from core.quota import billing_month, headroom, spends_money
 from core.settings import Settings
 
 __all__ = ["AuthorizationService", "serve"]
@@ -61,8 +69,13 @@ class _MonthClock:
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Envoy's ext_authz API, deciding from the in-memory key cache."""
 
-    def __init__(self, keys: KeyCache, settings: Settings) -> None:
+    def __init__(
+        self, keys: KeyCache, settings: Settings, store: BudgetStore, catalogue: Catalogue = CATALOGUE
+    ) -> None:
         self._keys = keys
+        self._store = store
+        self._catalogue = catalogue
+        self._estimates = EstimateSettings()
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         self._bootstrap_hash = hash_key(admin_key) if admin_key else None
         self._month = _MonthClock(settings.billing_timezone)
@@ -72,9 +85,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
-        if not self._keys.ready:
-            body = error_body(http.path, 503, "BRProxy is starting; try again in a moment.")
-            return self._denied(503, orjson.dumps(body))
+        if not self._keys.ready or not self._store.ready:
+            return self._unavailable("BRProxy is starting; try again in a moment.")
         headers = http.headers
         decision: Decision = decide(
             path=http.path,
@@ -84,15 +96,74 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             lookup=self._keys.lookup,
             bootstrap_hash=self._bootstrap_hash,
             current_month=self._month.current(),
-            reserved=self._reserved,
+            reserved=self._store.ledger.reserved,
         )
-        if isinstance(decision, Allow):
-            return self._allowed_response(decision)
-        return self._denied(decision.status, decision.body)
+        if not isinstance(decision, Allow):
+            return self._denied(decision.status, decision.body)
+        if decision.record is not None and spends_money(http.method, http.path):
+            refusal = self._admit_paid(http, decision.record)
+            if refusal is not None:
+                return refusal
+        return self._allowed_response(decision)
 
-    @staticmethod
-    def _reserved(_key_id: int) -> Decimal:
-        return Decimal(0)
+    def _admit_paid(self, http: Any, record: KeyRecord) -> external_auth_pb2.CheckResponse | None:
+        """Rate limit, then reserve the request's estimated cost; a refusal, or None to admit."""
+        path = http.path.split("?", 1)[0]
+        try:
+            if record.rate_limit_rpm > 0:
+                retry_after = self._take_permit(record)
+                if retry_after is not None:
+                    body = error_body(
+                        path, 429, f"Rate limit of {record.rate_limit_rpm} requests per minute reached.",
+                        code="rate_limit_exceeded",
+                    )  # fmt: skip
+                    return self._denied(429, orjson.dumps(body), retry_after)
+            body_head = http.raw_body or http.body.encode()
+            size = int(http.headers.get("content-length") or len(body_head))
+            cost = estimate_cost(path, body_head, size, self._catalogue, self._estimates)
+            if not self._reserve(record, http.id or "", cost):
+                left = headroom(
+                    record.month_quota,
+                    record.month_fee,
+                    record.fee_month,
+                    record.balance,
+                    self._month.current(),
+                ) - self._store.ledger.reserved(record.id)
+                message = (
+                    f"Please recharge: this request may cost up to ${cost:.6f} and this key has "
+                    f"${max(left, Decimal(0)):.6f} left (lower max_tokens, or recharge)."
+                )
+                body = error_body(path, 429, message, code="insufficient_quota")
+                return self._denied(429, orjson.dumps(body))
+        except (concurrent.futures.TimeoutError, OSError, asyncpg.PostgresError) as error:
+            # Fail closed: without Postgres nobody can check the money.
+            log.warning("budget check failed (%s); refusing", type(error).__name__)
+            return self._unavailable("Billing is unavailable for a moment; try again.")
+        return None
+
+    def _take_permit(self, record: KeyRecord) -> int | None:
+        """None when a permit was taken; else seconds until the next window."""
+        now = time.time()
+        window = window_of(now)
+        limiter = self._store.limiter
+        if limiter.try_take(record.id, window):
+            return None
+        limit = record.rate_limit_rpm
+        if self._store.lease(record.id, window, lease_size(limit), limit) and limiter.try_take(
+            record.id, window
+        ):
+            return None
+        return max(1, int(window + 60 - now) + 1)
+
+    def _reserve(self, record: KeyRecord, request_id: str, cost: Decimal) -> bool:
+        ledger = self._store.ledger
+        for _ in range(3):
+            if ledger.try_reserve(record.id, request_id, cost):
+                return True
+            # Ask for room for this request and (if the key can pay it) 63 more like it.
+            if not self._store.grant(record.id, cost, cost * 63, self._month.current()):
+                return False
+        return ledger.try_reserve(record.id, request_id, cost)
 
     def _allowed_response(self, allow: Allow) -> external_auth_pb2.CheckResponse:
         # Responses are immutable per (key, role), so build each once.
@@ -120,18 +191,29 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             self._allowed[cache_key] = response
         return response
 
+    @classmethod
+    def _unavailable(cls, message: str) -> external_auth_pb2.CheckResponse:
+        """A 503 with a plain message: Envoy's local-reply mappers put it in the client's shape."""
+        response = cls._denied(503, message.encode(), 1)
+        response.denied_response.headers[0].header.value = "text/plain"
+        return response
+
     @staticmethod
-    def _denied(status: int, body: bytes) -> external_auth_pb2.CheckResponse:
+    def _denied(status: int, body: bytes, retry_after: int | None = None) -> external_auth_pb2.CheckResponse:
         code = {
             401: code_pb2.UNAUTHENTICATED,
             403: code_pb2.PERMISSION_DENIED,
             429: code_pb2.RESOURCE_EXHAUSTED,
         }
+        headers = [_JSON]
+        if retry_after is not None:
+            retry = base_pb2.HeaderValue(key="retry-after", value=str(retry_after))
+            headers.append(base_pb2.HeaderValueOption(header=retry, append_action=_OVERWRITE))
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code.get(status, code_pb2.UNAVAILABLE)),
             denied_response=external_auth_pb2.DeniedHttpResponse(
                 status=http_status_pb2.HttpStatus(code=status),
-                headers=[_JSON],
+                headers=headers,
                 body=body.decode(),
             ),
         )
@@ -141,11 +223,15 @@ def serve(settings: Settings) -> None:
     """Run authz until SIGTERM/SIGINT."""
     keys = KeyCache(settings.require_database_url(), settings.key_resync_interval_s)
     keys.start()
+    store = BudgetStore(settings.require_database_url(), Ledger(), RateLimiter())
+    store.start()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="check"),
         options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)],
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(keys, settings), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(keys, settings, store), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{settings.bind_host}:{settings.authz_port}"
@@ -155,6 +241,8 @@ def serve(settings: Settings) -> None:
     def report_serving() -> None:
         # Healthy only once every key is in memory: before that, every check would fail.
         keys.wait_ready(timeout=3600)
+        while not store.ready:
+            time.sleep(0.05)
         health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("authz serving on %s with %d keys", address, len(keys))
 
@@ -166,4 +254,5 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     server.stop(grace=2).wait()
+    store.stop()
     keys.stop()

@@ -11,7 +11,7 @@ import datetime as dt
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-__all__ = ["billing_month", "effective_month_fee", "is_out_of_money"]
+__all__ = ["billing_month", "effective_month_fee", "headroom", "is_out_of_money", "spends_money"]
 
 
 def billing_month(tz: str, now: dt.datetime | None = None) -> dt.date:
@@ -19,6 +19,19 @@ def billing_month(tz: str, now: dt.datetime | None = None) -> dt.date:
     moment = now or dt.datetime.now(dt.UTC)
     local = moment.astimezone(ZoneInfo(tz))
     return dt.date(local.year, local.month, 1)
+
+
+def spends_money(method: str, path: str) -> bool:
+    """Whether a request calls a paid Bedrock operation (listing models, counting tokens are free)."""
+    return method == "POST" and path.startswith("/v1/") and not path.startswith("/v1/messages/count_tokens")
+
+
+def headroom(
+    month_quota: Decimal, month_fee: Decimal, fee_month: dt.date, balance: Decimal, current_month: dt.date
+) -> Decimal:
+    """What a key may still spend: what is left of this month's quota, plus its balance."""
+    left_of_quota = max(month_quota - effective_month_fee(month_fee, fee_month, current_month), Decimal(0))
+    return left_of_quota + balance
 
 
 def effective_month_fee(month_fee: Decimal, fee_month: dt.date, current_month: dt.date) -> Decimal:

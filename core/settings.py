@@ -34,6 +34,8 @@ def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | Non
     user = quote(env.get("PGSQL_USER", "postgres"), safe="")
     password = env.get("PGSQL_PASSWORD")
     auth = f"{user}:{quote(password, safe='')}" if password else user
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
     port = env.get("PGSQL_PORT", "5432")
     database = quote(env.get("PGSQL_DATABASE", "brproxy"), safe="")
     return f"postgresql://{auth}@{host}:{port}/{database}"

@@ -48,7 +48,8 @@ class UsageEvent:
     first_byte_latency_ms: int | None = None
     """From the start of the call to the first byte of Bedrock's answer."""
     status: str = "ok"
-    """"ok", "error" (Bedrock failed mid-call) or "client_closed" (the client went away)."""
+    """"ok"; "error" (Bedrock failed); "client_closed" (the client went away); "released"
+    (the request ended without a model call: nothing to bill, only its reservation to free)."""
     estimated: bool = False
     """True when Bedrock never reported usage and the token counts are our estimate."""
     api: str = "openai.chat"
@@ -56,19 +57,52 @@ class UsageEvent:
     """The OpenAI `user` field, if the client sent one."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def release(cls, event_id: str, key_id: int, occurred_at: float) -> UsageEvent:
+        """The event of a request that ended before Bedrock billed anything."""
+        return cls(event_id, key_id, "", "", occurred_at, status="released")
+
+    @property
+    def billable(self) -> bool:
+        """Whether the event becomes a thread (it used tokens, or it is a completed call)."""
+        if self.status == "released":
+            return False
+        tokens = self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return tokens > 0 or self.status == "ok"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UsageEvent:
-        """Parse an event from the wire, ignoring unknown fields (newer translators)."""
+        """Parse an event from the wire, ignoring unknown fields (newer translators).
+
+        Raises ValueError for anything malformed, so one bad event never fails a batch.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("an event must be a JSON object")
         known = {f.name for f in fields(cls)}
-        event = cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            event = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        if not isinstance(event.event_id, str):
+            raise ValueError("event_id must be a UUID string")
         uuid.UUID(event.event_id)  # raises ValueError on a malformed id
+        occurred = event.occurred_at
+        if (
+            isinstance(occurred, bool)
+            or not isinstance(occurred, int | float)
+            or not 0 <= occurred < 32503680000
+        ):
+            raise ValueError("occurred_at must be a Unix time in seconds")
+        for name in ("model", "bedrock_model_id", "prompt", "completion", "status", "api"):
+            if not isinstance(getattr(event, name), str):
+                raise ValueError(f"{name} must be a string")
         for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             value = getattr(event, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
-        if not isinstance(event.key_id, int) or event.key_id <= 0:
+        if not isinstance(event.key_id, int) or isinstance(event.key_id, bool) or event.key_id <= 0:
             raise ValueError("key_id must be a positive integer")
         return event

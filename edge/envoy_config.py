@@ -7,7 +7,8 @@ Request path through the listener's HTTP filters, in order:
 1. header_mutation — drops any `x-brproxy-*` identity header a client sent;
 2. cors — answers browser preflights (BRClient's web build) before authentication;
 3. ext_authz — asks the authz service (gRPC) about every request except `/health`; only the
-   credential headers are sent to it, never the body;
+   credential headers are sent to it, and for `/v1/*` the first 16 KiB of the body (to
+   estimate the call's cost), never a whole prompt;
 4. router — `/v1/*` to the translator (no timeout: streams), `/admin/*`, `/user/*` and
    `/health` to the admin API; anything else gets a JSON 404 from Envoy itself.
 """
@@ -68,7 +69,12 @@ from envoy_data_plane.envoy.config.route.v3 import (
     VirtualHost,
 )
 from envoy_data_plane.envoy.extensions.filters.http.cors.v3 import Cors, CorsPolicy
-from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz, ExtAuthzPerRoute
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+    BufferSettings,
+    CheckSettings,
+    ExtAuthz,
+    ExtAuthzPerRoute,
+)
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation, Mutations
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -97,11 +103,13 @@ from envoy_data_plane.google.protobuf import Struct
 from core.internal_headers import KEY_ID, KEY_ROLE
 from core.settings import Settings
 
-__all__ = ["EdgeConfig", "build_bootstrap", "render"]
+__all__ = ["AUTHZ_BODY_BYTES", "EdgeConfig", "build_bootstrap", "render"]
 
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _CORS = "envoy.filters.http.cors"
 _UPSTREAM_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+AUTHZ_BODY_BYTES = 16384
+"""How much of a model call's body authz sees (to read `model` and `max_tokens`)."""
 _BIG = 100_000  # circuit-breaker ceilings: concurrency is bounded by the services, not Envoy
 _CORS_HEADERS = (
     "authorization, content-type, session-id, x-api-key, anthropic-version, anthropic-beta, "
@@ -253,13 +261,26 @@ def _routes() -> list[Route]:
     # No overall deadline for model calls: a long generation streams for minutes. Idle
     # streams are bounded by the connection manager's stream_idle_timeout instead.
     streaming = RouteAction(cluster="translator", timeout=dt.timedelta(seconds=0))
+    # authz reads the model and max_tokens from the head of a model call's body to reserve
+    # its cost; the head only: a long prompt never crosses that hop in full.
+    body_head = {
+        _EXT_AUTHZ: AnyProto.pack(
+            ExtAuthzPerRoute(
+                check_settings=CheckSettings(
+                    with_request_body=BufferSettings(
+                        max_request_bytes=AUTHZ_BODY_BYTES, allow_partial_message=True, pack_as_bytes=True
+                    )
+                )
+            )
+        )
+    }
     return [
         Route(
             match=RouteMatch(path="/health"),
             route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=5)),
             typed_per_filter_config=no_authz,
         ),
-        Route(match=RouteMatch(prefix="/v1/"), route=streaming),
+        Route(match=RouteMatch(prefix="/v1/"), route=streaming, typed_per_filter_config=body_head),
         Route(
             match=RouteMatch(prefix="/admin/"),
             route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60)),
@@ -297,7 +318,11 @@ def _http_filters(authz_timeout: dt.timedelta) -> list[HttpFilter]:
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
         # Only the credentials go to authz: prompts and images never cross that hop.
         allowed_headers=ListStringMatcher(
-            patterns=[StringMatcher(exact="authorization"), StringMatcher(exact="x-api-key")]
+            patterns=[
+                StringMatcher(exact="authorization"),
+                StringMatcher(exact="x-api-key"),
+                StringMatcher(exact="content-length"),
+            ]
         ),
     )
     return [

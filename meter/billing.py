@@ -105,7 +105,7 @@ def price_event(event: UsageEvent, catalogue: Catalogue = CATALOGUE) -> tuple[Th
         first_byte_latency_ms=event.first_byte_latency_ms,
         status=event.status,
         estimated=event.estimated,
-        end_user=event.user,
+        end_user=_text(event.user) if isinstance(event.user, str) else None,
         created_at=dt.datetime.fromtimestamp(event.occurred_at, dt.UTC),
     )
     return row, resolved is not None

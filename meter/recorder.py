@@ -15,7 +15,7 @@ import asyncpg
 
 from meter.billing import ThreadRow, session_title
 
-__all__ = ["record_batch"]
+__all__ = ["RECORDED_CHANNEL", "record_batch"]
 
 log = logging.getLogger("meter.recorder")
 
@@ -58,7 +58,8 @@ inserted AS (
                          created_at)
     SELECT * FROM incoming
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING key_id, session_id, tokens_in, tokens_out, fee
+    RETURNING key_id, session_id, model, tokens_in, tokens_out, cache_read_tokens, cache_write_tokens, fee,
+              created_at
 ),
 session_totals AS (
     UPDATE sessions s
@@ -70,6 +71,22 @@ session_totals AS (
           FROM inserted WHERE session_id IS NOT NULL GROUP BY session_id) a
     WHERE s.id = a.session_id
     RETURNING s.id
+),
+daily AS (
+    INSERT INTO usage_daily AS d (day, key_id, model, requests, tokens_in, tokens_out,
+                                  cache_read_tokens, cache_write_tokens, fee)
+    SELECT (created_at AT TIME ZONE $27)::date, key_id, model, count(*), sum(tokens_in), sum(tokens_out),
+           sum(cache_read_tokens), sum(cache_write_tokens), sum(fee)
+    FROM inserted GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (day, key_id, model) DO UPDATE
+    SET requests = d.requests + EXCLUDED.requests,
+        tokens_in = d.tokens_in + EXCLUDED.tokens_in,
+        tokens_out = d.tokens_out + EXCLUDED.tokens_out,
+        cache_read_tokens = d.cache_read_tokens + EXCLUDED.cache_read_tokens,
+        cache_write_tokens = d.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        fee = d.fee + EXCLUDED.fee
+    RETURNING 1
 ),
 key_totals AS (
     UPDATE api_keys k
@@ -85,8 +102,30 @@ key_totals AS (
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM session_totals) AS sessions,
+       (SELECT count(*) FROM daily) AS days,
        (SELECT count(*) FROM key_totals) AS keys
 """
+
+RECORDED_CHANNEL = "brproxy_usage_recorded"
+"""authz frees a request's reservation when its id is announced here (see authz/budget.py)."""
+_NOTIFY_LIMIT = 7900  # Postgres refuses payloads of 8000 bytes or more
+
+
+def _recorded_payloads(done: Sequence[tuple[int, str]]) -> list[str]:
+    """`key_id:event_id` pairs, comma-separated, in payloads under the NOTIFY size limit."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for key_id, event_id in done:
+        item = f"{key_id}:{event_id}"
+        if current and size + len(item) + 1 > _NOTIFY_LIMIT:
+            payloads.append(",".join(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        payloads.append(",".join(current))
+    return payloads
 
 
 async def _session_ids(
@@ -109,13 +148,20 @@ async def _session_ids(
 
 
 async def record_batch(
-    connection: asyncpg.Connection, rows: Sequence[ThreadRow], current_month: dt.date
+    connection: asyncpg.Connection,
+    rows: Sequence[ThreadRow],
+    current_month: dt.date,
+    timezone: str = "UTC",
+    released: Sequence[tuple[int, str]] = (),
 ) -> int:
     """Record priced threads and their totals in one transaction; returns how many were new.
 
     Rows whose key does not exist are logged and skipped (they cannot be billed to anyone).
+    Every event of the batch, recorded now or before, and every `released` (key id, event
+    id) pair, is announced on RECORDED_CHANNEL; the announcement is part of the transaction,
+    so authz hears of a request's cost exactly when the cost is committed.
     """
-    if not rows:
+    if not rows and not released:
         return 0
     async with connection.transaction():
         existing = {
@@ -146,6 +192,12 @@ async def record_batch(
             )  # fmt: skip
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        result = await connection.fetchrow(_RECORD, *columns, current_month)
-        assert result is not None
-        return int(result["inserted"])
+        inserted = 0
+        if valid:
+            result = await connection.fetchrow(_RECORD, *columns, current_month, timezone)
+            assert result is not None
+            inserted = int(result["inserted"])
+        done = [(row.key_id, str(row.event_id)) for row in valid] + list(released)
+        for payload in _recorded_payloads(done):
+            await connection.execute("SELECT pg_notify($1, $2)", RECORDED_CHANNEL, payload)
+        return inserted

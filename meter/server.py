@@ -40,7 +40,7 @@ class MeterApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
-        self._pending: list[tuple[list[ThreadRow], asyncio.Future[int]]] = []
+        self._pending: list[tuple[list[ThreadRow], list[tuple[int, str]], asyncio.Future[int]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.recorded = 0
@@ -121,10 +121,15 @@ class MeterApp:
             await self._reply(send, 400, {"error": 'body must be {"events": [...]}'})
             return
         rows: list[ThreadRow] = []
+        released: list[tuple[int, str]] = []
         rejected: list[str] = []
         for raw in raw_events:
             try:
-                row, priced = price_event(UsageEvent.from_dict(raw))
+                event = UsageEvent.from_dict(raw)
+                if not event.billable:
+                    released.append((event.key_id, event.event_id))
+                    continue
+                row, priced = price_event(event)
             except (TypeError, ValueError, KeyError) as error:
                 # A malformed event can never become valid by retrying; refusing the batch
                 # would block every good event behind it, so it is logged and dropped.
@@ -138,7 +143,7 @@ class MeterApp:
                 )
             rows.append(row)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, future))
+        self._pending.append((rows, released, future))
         self._wake.set()
         try:
             inserted = await future
@@ -154,12 +159,13 @@ class MeterApp:
             work, self._pending = self._pending, []
             if not work:
                 continue
-            rows = [row for batch, _ in work for row in batch]
+            rows = [row for batch, _, _ in work for row in batch]
+            released = [pair for _, batch, _ in work for pair in batch]
             try:
-                inserted = await self._write(rows)
+                inserted = await self._write(rows, released)
             except Exception as error:  # every waiter must learn the batch failed
                 log.warning("could not record %d events: %s", len(rows), type(error).__name__)
-                for _, future in work:
+                for _, _, future in work:
                     if not future.done():
                         future.set_exception(
                             error
@@ -168,19 +174,22 @@ class MeterApp:
                         )
                 continue
             self.recorded += inserted
-            for _, future in work:
+            for _, _, future in work:
                 if not future.done():
                     future.set_result(inserted)
 
-    async def _write(self, rows: list[ThreadRow]) -> int:
+    async def _write(self, rows: list[ThreadRow], released: list[tuple[int, str]]) -> int:
         assert self._pool is not None
-        for attempt in range(5):
+        tz = self.settings.billing_timezone
+        attempts = 5
+        for attempt in range(attempts):
             try:
                 async with self._pool.acquire() as connection:
-                    return await record_batch(connection, rows, billing_month(self.settings.billing_timezone))
+                    return await record_batch(connection, rows, billing_month(tz), tz, released)
             except _RETRYABLE:
+                if attempt == attempts - 1:
+                    raise
                 # Another meter replica locked the same rows in another order; the
                 # transaction rolled back entirely, so running it again is safe.
                 await asyncio.sleep(0.01 * (attempt + 1))
-        async with self._pool.acquire() as connection:
-            return await record_batch(connection, rows, billing_month(self.settings.billing_timezone))
+        raise AssertionError("unreachable")

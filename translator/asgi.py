@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,26 @@ class Request:
     receive: Receive
     send: Send
     headers: dict[bytes, bytes]
+    key_id: int | None = None
+    """Set by `caller()`."""
+    usage_submitted: bool = False
+    """Set once the endpoint handed this request's usage event to the meter."""
+
+    @property
+    def request_id(self) -> str:
+        """Envoy's `x-request-id` (a UUID fixed at the edge), else a new UUID.
+
+        It is the usage event's id, so authz (which sees the same id) can free the request's
+        reservation when the meter records it.
+        """
+        raw = self.headers.get(b"x-request-id")
+        if raw is not None:
+            try:
+                return str(uuid.UUID(raw.decode("ascii")))
+            except (ValueError, UnicodeDecodeError):
+                pass
+        generated = self.headers[b"x-request-id"] = str(uuid.uuid4()).encode()
+        return generated.decode()
 
     @property
     def path(self) -> str:
@@ -97,7 +118,8 @@ class Request:
             raise Reply.error(self.path, 401, "Missing API key.", code="invalid_api_key")
         if self.headers.get(KEY_ROLE.encode(), b"").decode() == ROLE_BOOTSTRAP:
             raise Reply.error(self.path, 403, "The bootstrap admin key cannot call models.")
-        return int(raw)
+        self.key_id = int(raw)
+        return self.key_id
 
     async def body(self) -> bytes:
         chunks: list[bytes] = []

@@ -13,7 +13,7 @@ import uuid
 
 import orjson
 
-from core.usage import UsageEvent, new_event_id
+from core.usage import UsageEvent
 from translator.asgi import SSE_HEADERS, Receive, Reply, Request, send_json
 from translator.bedrock_client import BedrockStream
 from translator.bedrock_errors import BedrockError
@@ -34,7 +34,7 @@ async def chat_completions(gateway: Gateway, request: Request) -> None:
     resolved = gateway.resolve(request.path, chat.model)
     session = request.header(b"session-id")
     event = UsageEvent(
-        event_id=new_event_id(),
+        event_id=request.request_id,
         key_id=key_id,
         model=chat.model,
         bedrock_model_id=resolved.bedrock_id,
@@ -74,7 +74,7 @@ async def _complete(
     latency = (response.get("metrics") or {}).get("latencyMs")
     event.invocation_latency_ms = int(latency) if latency is not None else None
     # Billed before the answer is sent: a client that goes away now still pays.
-    gateway.meter.submit(event)
+    gateway.submit(request, event)
     await send_json(request.send, 200, answer)
 
 
@@ -119,7 +119,7 @@ async def _stream(
     finally:
         watcher.cancel()
         await upstream.close()
-        _finish_stream_event(gateway, event, frames, upstream)
+        _finish_stream_event(gateway, request, event, frames, upstream)
 
 
 async def _close_on_disconnect(receive: Receive, upstream: BedrockStream, event: UsageEvent) -> None:
@@ -133,7 +133,11 @@ async def _close_on_disconnect(receive: Receive, upstream: BedrockStream, event:
 
 
 def _finish_stream_event(
-    gateway: Gateway, event: UsageEvent, frames: ChatCompletionStream, upstream: BedrockStream
+    gateway: Gateway,
+    request: Request,
+    event: UsageEvent,
+    frames: ChatCompletionStream,
+    upstream: BedrockStream,
 ) -> None:
     """Record whatever the stream produced; always called, however the stream ended."""
     event.completion = frames.completion
@@ -149,4 +153,4 @@ def _finish_stream_event(
         event.estimated = True
         event.input_tokens = estimate_tokens(orjson.dumps(event.whole_prompt).decode())
         event.output_tokens = estimate_tokens(event.completion)
-    gateway.meter.submit(event)
+    gateway.submit(request, event)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from core.catalogue import Catalogue, ResolvedModel
+from core.quota import spends_money
 from core.settings import Settings
-from translator.asgi import Reply
+from core.usage import UsageEvent
+from translator.asgi import Reply, Request
 from translator.bedrock_client import BedrockRuntime
 from translator.bedrock_errors import BedrockError
 from translator.meter_sink import MeterSink
@@ -40,6 +43,20 @@ class Gateway:
                 param="model",
             )
         return resolved
+
+    def submit(self, request: Request, event: UsageEvent) -> None:
+        """Hand a request's usage event to the meter (once per request)."""
+        self.meter.submit(event)
+        request.usage_submitted = True
+
+    def release_unbilled(self, request: Request) -> None:
+        """A paid request that ended without a usage event (refused, failed before Bedrock
+        billed anything) still tells the meter, so its reservation in authz is freed."""
+        if request.key_id is None or request.usage_submitted:
+            return
+        if not spends_money(request.scope["method"], request.path):
+            return
+        self.submit(request, UsageEvent.release(request.request_id, request.key_id, time.time()))
 
     @staticmethod
     def bedrock_reply(path: str, error: BedrockError) -> Reply:

@@ -1,37 +1,48 @@
-"""Shipping usage events from the translator to the meter, off the request path.
+"""Shipping usage events from the translator to the meter, durably and off the request path.
 
-`submit` never waits: events go into a queue that a background task ships in batches
-(one HTTP POST per batch to the meter's `/events`). A batch leaves the queue only when
-the meter answered 200, i.e. after the meter committed it; until then it is retried with
-backoff, so a slow or restarting meter delays billing but loses nothing the translator
-still holds. (The meter deduplicates by event id, so a retry after a lost answer is safe.)
+`submit` never waits on the meter: it writes the event to the durable spool
+(`usage_spool.py`) and returns. A background task turns the spool's active segment into a
+batch every flush interval (or sooner when it is full), fsyncs it, and POSTs it to the
+meter's `/events`. A batch is deleted only after the meter answered 200, which it does
+only after committing it; until then it is retried with backoff, and a translator that
+restarts replays every batch its predecessor left. The meter deduplicates by event id,
+so a batch sent twice (say, the answer was lost) is billed once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+from pathlib import Path
 
 import aiohttp
 import orjson
 
 from core.usage import UsageEvent
+from translator.usage_spool import Segment, UsageSpool
 
 __all__ = ["MeterSink"]
 
 log = logging.getLogger("translator.meter")
 
-_MAX_BATCH = 500
+MAX_BATCH = 500
+"""Events per batch; a full active segment is shipped before the interval ends."""
+MEMORY_CAP = 200_000
+"""Events kept in memory while the meter is away; older batches are re-read from disk."""
+_ADOPT_EVERY_S = 5.0
 
 
 class MeterSink:
-    """A batching, retrying client of the meter's ingest endpoint."""
+    """A durable, batching, retrying client of the meter's ingest endpoint."""
 
-    def __init__(self, meter_url: str, flush_interval_ms: int = 50) -> None:
+    def __init__(self, meter_url: str, spool_dir: Path, flush_interval_ms: int = 50) -> None:
         self._url = meter_url.rstrip("/") + "/events"
+        self._spool_dir = spool_dir
         self._interval = flush_interval_ms / 1000
-        self._queue: list[UsageEvent] = []
+        self._spool: UsageSpool | None = None
+        self._ready: collections.deque[Segment] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -39,59 +50,104 @@ class MeterSink:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Events not yet committed by the meter."""
+        active = self._spool.active_count if self._spool is not None else 0
+        return active + sum(segment.count for segment in self._ready)
 
     def submit(self, event: UsageEvent) -> None:
-        self._queue.append(event)
-        if len(self._queue) >= _MAX_BATCH:
+        """Record an event durably (one write syscall); the meter gets it soon after."""
+        assert self._spool is not None, "MeterSink.start() first"
+        self._spool.append(event)
+        if self._spool.active_count >= MAX_BATCH:
             self._wake.set()
 
     async def start(self) -> None:
+        self._spool = UsageSpool(self._spool_dir)
+        orphans = self._spool.adopt_orphans()
+        if orphans:
+            log.info("replaying %d usage events left by a previous translator", sum(s.count for s in orphans))
+        self._ready.extend(orphans)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=2))
         self._task = asyncio.create_task(self._run(), name="meter-sink")
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Ship what is queued (for up to `timeout` seconds), then stop."""
+        """Ship what is queued (for up to `timeout` seconds); leave the rest on disk."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout)
-        if self._queue:
-            log.error("stopping with %d usage events not delivered to the meter", len(self._queue))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._spool is not None:
+            left = self.pending
+            self._spool.close()
+            if left:
+                log.warning("%d usage events stay in the spool for the next start", left)
         if self._http is not None:
             await self._http.close()
 
+    async def _seal_active(self) -> None:
+        assert self._spool is not None
+        detached = self._spool.detach()
+        if detached is not None:
+            segment, fd = detached
+            await asyncio.to_thread(UsageSpool.seal, fd)
+            self._ready.append(segment)
+
     async def _run(self) -> None:
         backoff = 0.1
+        next_adoption = asyncio.get_running_loop().time() + _ADOPT_EVERY_S
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
+            if not self._closing:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
-                continue
-            if not self._closing:
-                await asyncio.sleep(self._interval)  # gather a batch
-            batch = self._queue[:_MAX_BATCH]
-            if await self._ship(batch):
-                del self._queue[: len(batch)]
+                self._wake.clear()
+            await self._seal_active()
+            while self._ready:
+                segment = self._ready[0]
+                if not await self._ship(segment.load()):
+                    break
+                assert self._spool is not None
+                self._spool.delete(segment)
+                self._ready.popleft()
                 backoff = 0.1
-            else:
+            if self._ready:
+                self._evict()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            elif self._closing and (self._spool is None or self._spool.active_count == 0):
+                return
+            now = asyncio.get_running_loop().time()
+            if now >= next_adoption:
+                # A sibling worker that died leaves segments behind; take them over.
+                assert self._spool is not None
+                self._ready.extend(self._spool.adopt_orphans())
+                next_adoption = now + _ADOPT_EVERY_S
 
-    async def _ship(self, batch: list[UsageEvent]) -> bool:
+    def _evict(self) -> None:
+        """Keep memory bounded while the meter is away: old batches stay only on disk."""
+        in_memory = 0
+        for segment in reversed(self._ready):
+            if segment.events is None:
+                continue
+            in_memory += segment.count
+            if in_memory > MEMORY_CAP:
+                segment.events = None
+
+    async def _ship(self, events: list[UsageEvent]) -> bool:
         assert self._http is not None
-        body = orjson.dumps({"events": [event.to_dict() for event in batch]})
+        if not events:
+            return True
+        body = orjson.dumps({"events": [event.to_dict() for event in events]})
         try:
             async with self._http.post(
                 self._url, data=body, headers={"content-type": "application/json"}
             ) as r:
                 if r.status == 200:
                     return True
-                log.warning("meter refused a batch of %d events: HTTP %d", len(batch), r.status)
+                log.warning("meter refused a batch of %d events: HTTP %d", len(events), r.status)
         except (aiohttp.ClientError, TimeoutError) as error:
-            log.warning("meter unreachable (%s); %d events waiting", type(error).__name__, len(self._queue))
+            log.warning("meter unreachable (%s); %d events waiting", type(error).__name__, self.pending)
         return False

@@ -202,7 +202,7 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
     return blocks
 
 
-def _tool_config(tools: Any, tool_choice: Any) -> dict[str, Any] | None:
+def _tool_config(tools: Any, tool_choice: Any, history_has_tools: bool = False) -> dict[str, Any] | None:
     if tools is None:
         return None
     _require(isinstance(tools, list), "tools must be a list", "tools")
@@ -231,7 +231,9 @@ def _tool_config(tools: Any, tool_choice: Any) -> dict[str, Any] | None:
     if tool_choice is None or tool_choice == "auto":
         pass
     elif tool_choice == "none":
-        return None  # Converse has no "none": offering no tools has the same effect
+        # Converse has no "none". Offering no tools has the same effect, but Bedrock refuses
+        # toolUse/toolResult blocks in the history without a toolConfig: keep the tools then.
+        return config if history_has_tools else None
     elif tool_choice == "required":
         config["toolChoice"] = {"any": {}}
     elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
@@ -326,7 +328,10 @@ class OpenAIChatRequest:
         inference = self._inference_config()
         if inference:
             request["inferenceConfig"] = inference
-        tool_config = _tool_config(self.body.get("tools"), self.body.get("tool_choice"))
+        history_has_tools = any(
+            "toolUse" in block or "toolResult" in block for turn in turns for block in turn["content"]
+        )
+        tool_config = _tool_config(self.body.get("tools"), self.body.get("tool_choice"), history_has_tools)
         if tool_config:
             request["toolConfig"] = tool_config
         return request
@@ -334,7 +339,9 @@ class OpenAIChatRequest:
     def _inference_config(self) -> dict[str, Any]:
         body = self.body
         config: dict[str, Any] = {}
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        max_tokens = body.get("max_completion_tokens")
+        if max_tokens is None:  # absent or null: the older name may carry it
+            max_tokens = body.get("max_tokens")
         if max_tokens is not None:
             _require(
                 isinstance(max_tokens, int) and max_tokens > 0, "must be a positive integer", "max_tokens"

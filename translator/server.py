@@ -39,7 +39,9 @@ class TranslatorApp:
     def __init__(self, settings: Settings, catalogue: Catalogue = CATALOGUE) -> None:
         self.settings = settings
         self.catalogue = catalogue
-        self.meter = MeterSink(settings.meter_url, settings.meter_flush_interval_ms)
+        self.meter = MeterSink(
+            settings.meter_url, settings.spool_dir / "translator", settings.meter_flush_interval_ms
+        )
         self.gateway: Gateway | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,7 +63,10 @@ class TranslatorApp:
             if scope["method"] != method:
                 raise Reply.error(path, 405, f"Use {method} for {path}.", code="method_not_allowed")
             assert self.gateway is not None
-            await endpoint(self.gateway, request)
+            try:
+                await endpoint(self.gateway, request)
+            finally:
+                self.gateway.release_unbilled(request)
         except Reply as reply:
             await send_json(send, reply.status, reply.body, reply.headers)
 

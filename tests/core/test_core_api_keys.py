@@ -32,7 +32,9 @@ def test_many_generated_keys_are_unique_and_use_the_whole_alphabet() -> None:
 @pytest.mark.parametrize(
     ("key", "hex_digest"),
     [
-        pytest.param("abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", id="nist-vector"),
+        pytest.param(
+            "abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", id="nist-vector"
+        ),
         pytest.param("", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", id="empty"),
         pytest.param("br-" + "A" * 40, hashlib.sha256(b"br-" + b"A" * 40).hexdigest(), id="key-shaped"),
         pytest.param("br-é", hashlib.sha256("br-é".encode()).hexdigest(), id="utf-8-encoded"),

@@ -44,35 +44,81 @@ def env(message: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "status", "kwargs", "body"),
     [
-        pytest.param("/v1/chat/completions", 401, {}, oa("m", "invalid_request_error", "invalid_api_key"),
-                     id="openai-401"),
-        pytest.param("/v1/chat/completions", 400, {"param": "messages"},
-                     oa("m", "invalid_request_error", None, "messages"), id="openai-400-param"),
-        pytest.param("/v1/chat/completions", 403, {}, oa("m", "permission_error", "permission_denied"),
-                     id="openai-403"),
-        pytest.param("/v1/models", 404, {"code": "model_not_found"},
-                     oa("m", "invalid_request_error", "model_not_found"), id="openai-404-code-override"),
-        pytest.param("/v1/chat/completions", 429, {"code": "insufficient_quota"},
-                     oa("m", "rate_limit_error", "insufficient_quota"), id="openai-429-quota"),
-        pytest.param("/v1/chat/completions", 429, {}, oa("m", "rate_limit_error", "rate_limit_exceeded"),
-                     id="openai-429"),
+        pytest.param(
+            "/v1/chat/completions",
+            401,
+            {},
+            oa("m", "invalid_request_error", "invalid_api_key"),
+            id="openai-401",
+        ),
+        pytest.param(
+            "/v1/chat/completions",
+            400,
+            {"param": "messages"},
+            oa("m", "invalid_request_error", None, "messages"),
+            id="openai-400-param",
+        ),
+        pytest.param(
+            "/v1/chat/completions", 403, {}, oa("m", "permission_error", "permission_denied"), id="openai-403"
+        ),
+        pytest.param(
+            "/v1/models",
+            404,
+            {"code": "model_not_found"},
+            oa("m", "invalid_request_error", "model_not_found"),
+            id="openai-404-code-override",
+        ),
+        pytest.param(
+            "/v1/chat/completions",
+            429,
+            {"code": "insufficient_quota"},
+            oa("m", "rate_limit_error", "insufficient_quota"),
+            id="openai-429-quota",
+        ),
+        pytest.param(
+            "/v1/chat/completions",
+            429,
+            {},
+            oa("m", "rate_limit_error", "rate_limit_exceeded"),
+            id="openai-429",
+        ),
         pytest.param("/v1/chat/completions", 500, {}, oa("m", "server_error", None), id="openai-500"),
-        pytest.param("/v1/chat/completions", 502, {}, oa("m", "server_error", "bad_gateway"), id="openai-502"),
+        pytest.param(
+            "/v1/chat/completions", 502, {}, oa("m", "server_error", "bad_gateway"), id="openai-502"
+        ),
         pytest.param("/health", 503, {}, oa("m", "server_error", "service_unavailable"), id="openai-503"),
         pytest.param("/v1/chat/completions", 504, {}, oa("m", "timeout_error", "timeout"), id="openai-504"),
-        pytest.param("/v1/chat/completions", 418, {}, oa("m", "invalid_request_error", None),
-                     id="openai-unlisted-4xx"),
-        pytest.param("/v1/chat/completions", 599, {}, oa("m", "server_error", None), id="openai-unlisted-5xx"),
-        pytest.param("/v1/chat/completions", 400, {"type": "custom_type", "code": "c"},
-                     oa("m", "custom_type", "c"), id="openai-type-override"),
-        pytest.param("/v1/messages", 401, {"code": "invalid_api_key"}, an("m", "authentication_error"),
-                     id="anthropic-401-ignores-code"),
+        pytest.param(
+            "/v1/chat/completions", 418, {}, oa("m", "invalid_request_error", None), id="openai-unlisted-4xx"
+        ),
+        pytest.param(
+            "/v1/chat/completions", 599, {}, oa("m", "server_error", None), id="openai-unlisted-5xx"
+        ),
+        pytest.param(
+            "/v1/chat/completions",
+            400,
+            {"type": "custom_type", "code": "c"},
+            oa("m", "custom_type", "c"),
+            id="openai-type-override",
+        ),
+        pytest.param(
+            "/v1/messages",
+            401,
+            {"code": "invalid_api_key"},
+            an("m", "authentication_error"),
+            id="anthropic-401-ignores-code",
+        ),
         pytest.param("/v1/messages", 402, {}, an("m", "billing_error"), id="anthropic-402"),
         pytest.param("/v1/messages", 403, {}, an("m", "permission_error"), id="anthropic-403"),
         pytest.param("/v1/messages/count_tokens", 404, {}, an("m", "not_found_error"), id="anthropic-404"),
         pytest.param("/v1/messages", 413, {}, an("m", "request_too_large"), id="anthropic-413"),
-        pytest.param("/v1/messages", 429, {"code": "insufficient_quota"}, an("m", "rate_limit_error"),
-                     id="anthropic-429"),
+        pytest.param(
+            "/v1/messages",
+            429,
+            {"code": "insufficient_quota"},
+            an("m", "rate_limit_error"),
+            id="anthropic-429",
+        ),
         pytest.param("/v1/messages", 500, {}, an("m", "api_error"), id="anthropic-500"),
         pytest.param("/v1/messages", 503, {}, an("m", "overloaded_error"), id="anthropic-503"),
         pytest.param("/v1/messages", 504, {}, an("m", "timeout_error"), id="anthropic-504"),
@@ -83,7 +129,7 @@ def env(message: str) -> dict[str, Any]:
         pytest.param("/user/thread/list", 401, {}, env("m"), id="envelope-user"),
         pytest.param("/admin", 500, {}, env("m"), id="envelope-admin-root"),
     ],
-)  # fmt: skip
+)
 def test_error_body(path: str, status: int, kwargs: dict[str, Any], body: dict[str, Any]) -> None:
     assert error_body(path, status, "m", **kwargs) == body
 

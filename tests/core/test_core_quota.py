@@ -17,29 +17,58 @@ def utc(text: str) -> dt.datetime:
 @pytest.mark.parametrize(
     ("tz", "now", "month"),
     [
-        pytest.param("UTC", utc("2025-01-31T23:59:59.999999"), dt.date(2025, 1, 1), id="utc-last-microsecond"),
+        pytest.param(
+            "UTC", utc("2025-01-31T23:59:59.999999"), dt.date(2025, 1, 1), id="utc-last-microsecond"
+        ),
         pytest.param("UTC", utc("2025-02-01T00:00:00"), dt.date(2025, 2, 1), id="utc-first-instant"),
-        pytest.param("Asia/Tokyo", utc("2025-01-31T14:59:59"), dt.date(2025, 1, 1), id="tokyo-before-midnight"),
+        pytest.param(
+            "Asia/Tokyo", utc("2025-01-31T14:59:59"), dt.date(2025, 1, 1), id="tokyo-before-midnight"
+        ),
         pytest.param("Asia/Tokyo", utc("2025-01-31T15:00:00"), dt.date(2025, 2, 1), id="tokyo-ahead-of-utc"),
-        pytest.param("America/Los_Angeles", utc("2025-03-01T07:59:59"), dt.date(2025, 2, 1),
-                     id="los-angeles-still-february"),
-        pytest.param("America/Los_Angeles", utc("2025-03-01T08:00:00"), dt.date(2025, 3, 1),
-                     id="los-angeles-march"),
-        pytest.param("America/New_York", utc("2024-11-01T03:59:59"), dt.date(2024, 10, 1),
-                     id="new-york-daylight-time-offset"),
-        pytest.param("America/New_York", utc("2024-12-01T04:59:59"), dt.date(2024, 11, 1),
-                     id="new-york-standard-time-offset"),
-        pytest.param("Pacific/Kiritimati", utc("2024-12-31T10:00:00"), dt.date(2025, 1, 1),
-                     id="utc+14-new-year-early"),
-        pytest.param("Pacific/Pago_Pago", utc("2025-01-01T10:59:59"), dt.date(2024, 12, 1),
-                     id="utc-11-still-december"),
-        pytest.param("Asia/Kolkata", utc("2024-02-29T18:29:59"), dt.date(2024, 2, 1), id="half-hour-zone-leap-day"),
-        pytest.param("Asia/Kolkata", utc("2024-02-29T18:30:00"), dt.date(2024, 3, 1), id="half-hour-zone-march"),
-        pytest.param("Europe/London", utc("2025-03-31T23:00:00"), dt.date(2025, 4, 1), id="london-summer-time"),
-        pytest.param("UTC", dt.datetime(2025, 7, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=9))),
-                     dt.date(2025, 6, 1), id="aware-non-utc-input"),
+        pytest.param(
+            "America/Los_Angeles",
+            utc("2025-03-01T07:59:59"),
+            dt.date(2025, 2, 1),
+            id="los-angeles-still-february",
+        ),
+        pytest.param(
+            "America/Los_Angeles", utc("2025-03-01T08:00:00"), dt.date(2025, 3, 1), id="los-angeles-march"
+        ),
+        pytest.param(
+            "America/New_York",
+            utc("2024-11-01T03:59:59"),
+            dt.date(2024, 10, 1),
+            id="new-york-daylight-time-offset",
+        ),
+        pytest.param(
+            "America/New_York",
+            utc("2024-12-01T04:59:59"),
+            dt.date(2024, 11, 1),
+            id="new-york-standard-time-offset",
+        ),
+        pytest.param(
+            "Pacific/Kiritimati", utc("2024-12-31T10:00:00"), dt.date(2025, 1, 1), id="utc+14-new-year-early"
+        ),
+        pytest.param(
+            "Pacific/Pago_Pago", utc("2025-01-01T10:59:59"), dt.date(2024, 12, 1), id="utc-11-still-december"
+        ),
+        pytest.param(
+            "Asia/Kolkata", utc("2024-02-29T18:29:59"), dt.date(2024, 2, 1), id="half-hour-zone-leap-day"
+        ),
+        pytest.param(
+            "Asia/Kolkata", utc("2024-02-29T18:30:00"), dt.date(2024, 3, 1), id="half-hour-zone-march"
+        ),
+        pytest.param(
+            "Europe/London", utc("2025-03-31T23:00:00"), dt.date(2025, 4, 1), id="london-summer-time"
+        ),
+        pytest.param(
+            "UTC",
+            dt.datetime(2025, 7, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+            dt.date(2025, 6, 1),
+            id="aware-non-utc-input",
+        ),
     ],
-)  # fmt: skip
+)
 def test_billing_month(tz: str, now: dt.datetime, month: dt.date) -> None:
     assert billing_month(tz, now) == month
 

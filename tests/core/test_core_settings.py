@@ -13,30 +13,60 @@ from core.settings import Settings, database_url_from_env
     ("environ", "url"),
     [
         pytest.param({}, None, id="nothing-means-embedded"),
-        pytest.param({"DATABASE_URL": "postgresql://u:p@db:5432/x"}, "postgresql://u:p@db:5432/x",
-                     id="database-url"),
-        pytest.param({"BRPROXY_DATABASE_URL": "postgresql://a@one/x", "DATABASE_URL": "postgresql://b@two/y"},
-                     "postgresql://a@one/x", id="brproxy-database-url-wins"),
-        pytest.param({"DATABASE_URL": "postgresql://db/x", "PGSQL_HOST": "other"}, "postgresql://db/x",
-                     id="database-url-wins-over-pgsql"),
-        pytest.param({"DATABASE_URL": "", "PGSQL_HOST": "pg"}, "postgresql://postgres@pg:5432/brproxy",
-                     id="empty-database-url-ignored"),
+        pytest.param(
+            {"DATABASE_URL": "postgresql://u:p@db:5432/x"}, "postgresql://u:p@db:5432/x", id="database-url"
+        ),
+        pytest.param(
+            {"BRPROXY_DATABASE_URL": "postgresql://a@one/x", "DATABASE_URL": "postgresql://b@two/y"},
+            "postgresql://a@one/x",
+            id="brproxy-database-url-wins",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "postgresql://db/x", "PGSQL_HOST": "other"},
+            "postgresql://db/x",
+            id="database-url-wins-over-pgsql",
+        ),
+        pytest.param(
+            {"DATABASE_URL": "", "PGSQL_HOST": "pg"},
+            "postgresql://postgres@pg:5432/brproxy",
+            id="empty-database-url-ignored",
+        ),
         pytest.param({"PGSQL_HOST": "pg"}, "postgresql://postgres@pg:5432/brproxy", id="pgsql-defaults"),
         pytest.param({"PGSQL_HOST": "", "PGSQL_USER": "u"}, None, id="pgsql-without-host"),
         pytest.param({"PGSQL_USER": "u", "PGSQL_PASSWORD": "p"}, None, id="pgsql-no-host-at-all"),
-        pytest.param({"PGSQL_HOST": "pg.internal", "PGSQL_PORT": "6543", "PGSQL_USER": "brp",
-                      "PGSQL_PASSWORD": "secret", "PGSQL_DATABASE": "bills"},
-                     "postgresql://brp:secret@pg.internal:6543/bills", id="pgsql-all"),
-        pytest.param({"PGSQL_HOST": "pg", "PGSQL_PASSWORD": ""}, "postgresql://postgres@pg:5432/brproxy",
-                     id="pgsql-empty-password-omitted"),
-        pytest.param({"PGSQL_HOST": "pg", "PGSQL_USER": "ad min@corp", "PGSQL_PASSWORD": "p@ss:w/rd%#?&= ",
-                      "PGSQL_DATABASE": "my db/x"},
-                     "postgresql://ad%20min%40corp:p%40ss%3Aw%2Frd%25%23%3F%26%3D%20@pg:5432/my%20db%2Fx",
-                     id="pgsql-special-characters-quoted"),
-        pytest.param({"PGSQL_HOST": "10.0.0.5", "PGSQL_PASSWORD": "pässwörd"},
-                     "postgresql://postgres:p%C3%A4ssw%C3%B6rd@10.0.0.5:5432/brproxy", id="pgsql-non-ascii"),
+        pytest.param(
+            {
+                "PGSQL_HOST": "pg.internal",
+                "PGSQL_PORT": "6543",
+                "PGSQL_USER": "brp",
+                "PGSQL_PASSWORD": "secret",
+                "PGSQL_DATABASE": "bills",
+            },
+            "postgresql://brp:secret@pg.internal:6543/bills",
+            id="pgsql-all",
+        ),
+        pytest.param(
+            {"PGSQL_HOST": "pg", "PGSQL_PASSWORD": ""},
+            "postgresql://postgres@pg:5432/brproxy",
+            id="pgsql-empty-password-omitted",
+        ),
+        pytest.param(
+            {
+                "PGSQL_HOST": "pg",
+                "PGSQL_USER": "ad min@corp",
+                "PGSQL_PASSWORD": "p@ss:w/rd%#?&= ",
+                "PGSQL_DATABASE": "my db/x",
+            },
+            "postgresql://ad%20min%40corp:p%40ss%3Aw%2Frd%25%23%3F%26%3D%20@pg:5432/my%20db%2Fx",
+            id="pgsql-special-characters-quoted",
+        ),
+        pytest.param(
+            {"PGSQL_HOST": "10.0.0.5", "PGSQL_PASSWORD": "pässwörd"},
+            "postgresql://postgres:p%C3%A4ssw%C3%B6rd@10.0.0.5:5432/brproxy",
+            id="pgsql-non-ascii",
+        ),
     ],
-)  # fmt: skip
+)
 def test_database_url_from_env(environ: dict[str, str], url: str | None) -> None:
     assert database_url_from_env(environ) == url
 
@@ -53,10 +83,6 @@ def test_quoted_parts_round_trip_through_a_url_parser() -> None:
     assert parts.path == "/brproxy"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/settings.py database_url_from_env puts an IPv6 PGSQL_HOST into the URL without brackets",
-)
 def test_ipv6_pgsql_host_is_bracketed() -> None:
     url = database_url_from_env({"PGSQL_HOST": "::1", "PGSQL_PASSWORD": "p"})
     assert url is not None

@@ -49,5 +49,7 @@ def test_compose_file_validates() -> None:
 
 def test_compose_services_match_the_stack() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert {"postgres", "migrate", "authz", "meter", "translator", "admin-api", "edge"} <= set(compose["services"])
+    assert {"postgres", "migrate", "authz", "meter", "translator", "admin-api", "edge"} <= set(
+        compose["services"]
+    )
     assert compose["services"]["edge"]["ports"] == ["8866:8866"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from decimal import Decimal
@@ -368,10 +369,8 @@ def test_stream_is_not_buffered_anywhere(stack: Any, user: dict[str, Any]) -> No
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.monotonic() - started)
     assert len(arrivals) == 6
-    total = arrivals[-1]
-    assert total >= 1.2  # 6 tokens at 4/s: the last one comes 1.25 s after the first
-    # The first token arrives long before the answer is complete, and the gaps between
-    # tokens are the model's own pacing, not one burst at the end.
-    assert arrivals[0] < total - 1.0
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(gaps) > 0.15
+    # 6 tokens at 4/s: the first token arrives about a second before the last, and the gaps
+    # between tokens are the model's own pacing, not one burst at the end.
+    assert arrivals[-1] - arrivals[0] >= 0.9, arrivals
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert sum(gap > 0.15 for gap in gaps) >= 4, arrivals

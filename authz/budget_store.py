@@ -1,0 +1,278 @@
+"""authz's Postgres side of budgets and rate limits, on a background thread with its own loop.
+
+gRPC worker threads call `grant` and `lease` (blocking, with a deadline) only when their
+local grant or permits run out; everything else happens in the background: following the
+meter's `brproxy_usage_recorded` announcements to free reservations, writing shrunken
+grants back, returning idle grants, expiring old reservations, and the replica heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Coroutine
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import asyncpg
+
+from authz.budget import Ledger
+from authz.rate_limit import RateLimiter
+
+__all__ = ["BudgetStore"]
+
+log = logging.getLogger("authz.budget")
+
+T = TypeVar("T")
+
+RECORDED_CHANNEL = "brproxy_usage_recorded"
+HEARTBEAT_S = 2.0
+DEAD_AFTER_S = 10
+"""A replica silent this long no longer holds grants (see the grant statement)."""
+IDLE_GRANT_S = 1.0
+"""Unused grant of a key idle this long goes back to Postgres for other replicas."""
+_WRITE_BACK_S = 0.1
+
+# One statement, one lock on the key row: every grant change of a key (from any replica)
+# is serialised there, and the sum of live replicas' grants is checked against what the
+# key can pay at that moment.
+_GRANT = """
+WITH k AS (
+    SELECT GREATEST(month_quota - CASE WHEN fee_month = $4 THEN month_fee ELSE 0 END, 0) + balance AS headroom
+    FROM api_keys WHERE id = $1 AND NOT disabled
+    FOR UPDATE
+), held AS (
+    SELECT coalesce(sum(g.amount), 0) AS amount
+    FROM budget_grants g JOIN authz_replicas r USING (replica_id)
+    WHERE g.key_id = $1 AND g.replica_id <> $2
+      AND r.heartbeat_at > now() - interval '10 seconds'  -- DEAD_AFTER_S
+), granted AS (
+    -- At least what is needed; at most the chunk asked for, and at most half of what is
+    -- still free, so that near the limit replicas share what is left instead of one
+    -- replica taking it all.
+    SELECT GREATEST($3::numeric, LEAST($5::numeric, $3 + (k.headroom - held.amount - $3) / 2)) AS amount
+    FROM k, held
+    WHERE k.headroom - held.amount >= $3
+)
+INSERT INTO budget_grants (replica_id, key_id, amount, updated_at)
+SELECT $2, $1, amount, now() FROM granted
+ON CONFLICT (key_id, replica_id) DO UPDATE SET amount = EXCLUDED.amount, updated_at = now()
+RETURNING amount
+"""
+
+_LEASE = """
+WITH old AS (
+    SELECT used FROM rate_windows WHERE key_id = $1 AND window_start = $2 FOR UPDATE
+)
+UPDATE rate_windows w SET used = w.used + LEAST($3, $4 - old.used)
+FROM old
+WHERE w.key_id = $1 AND w.window_start = $2 AND old.used < $4
+RETURNING LEAST($3, $4 - old.used) AS granted
+"""
+
+
+class BudgetStore:
+    """The Postgres operations behind Ledger and RateLimiter, for one replica."""
+
+    def __init__(self, database_url: str, ledger: Ledger, limiter: RateLimiter) -> None:
+        self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._database_url = database_url
+        self.ledger = ledger
+        self.limiter = limiter
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="budget-store", daemon=True)
+        self._pool: asyncpg.Pool | None = None
+        self._key_locks: dict[int, asyncio.Lock] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = threading.Event()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop)
+
+    async def _start(self) -> None:
+        backoff = 0.2
+        while self._pool is None:
+            try:
+                self._pool = await asyncpg.create_pool(self._database_url, min_size=1, max_size=8)
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("budget store cannot reach the database (%s); retrying", type(error).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        while True:
+            try:
+                # Registered before any grant: grants reference the replica row.
+                await self._pool.execute(
+                    "INSERT INTO authz_replicas (replica_id) VALUES ($1)"
+                    " ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = now()",
+                    self.replica_id,
+                )
+                break
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("cannot register this replica (%s); retrying", type(error).__name__)
+                await asyncio.sleep(1.0)
+        self._ready.set()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._follow_recorded()),
+            asyncio.create_task(self._write_back()),
+        ]
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            for task in self._tasks:
+                task.cancel()
+            if self._pool is not None:
+                # Our grants go with us: other replicas may use that money at once.
+                with contextlib.suppress(OSError, asyncpg.PostgresError):
+                    await self._pool.execute(
+                        "DELETE FROM authz_replicas WHERE replica_id = $1", self.replica_id
+                    )
+                await self._pool.close()
+
+        with_deadline = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        with contextlib.suppress(concurrent.futures.TimeoutError, OSError):
+            with_deadline.result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run `coroutine` on the store's loop and wait for it (from a gRPC thread)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def _key_lock(self, key_id: int) -> asyncio.Lock:
+        lock = self._key_locks.get(key_id)
+        if lock is None:
+            lock = self._key_locks[key_id] = asyncio.Lock()
+        return lock
+
+    # --- called from gRPC threads ----------------------------------------------------------
+
+    def grant(
+        self, key_id: int, amount: Decimal, chunk: Decimal, month: dt.date, timeout: float = 2.0
+    ) -> bool:
+        """Raise this replica's grant for the key so that `amount` more can be reserved.
+
+        Asks for `chunk` more than that when the key's headroom allows, so the next requests
+        reserve locally. False when the key cannot pay `amount` on top of what is held.
+        """
+        return self._call(self._grant(key_id, amount, chunk, month), timeout)
+
+    async def _grant(self, key_id: int, amount: Decimal, chunk: Decimal, month: dt.date) -> bool:
+        assert self._pool is not None
+        async with self._key_lock(key_id):
+            # Computed under the lock: a grant made meanwhile may already cover this request.
+            needed = self.ledger.needed_grant(key_id, amount)
+            if self.ledger.granted(key_id) >= needed:
+                return True
+            released_before = self.ledger.released_total(key_id)
+            granted = await self._pool.fetchval(
+                _GRANT, key_id, self.replica_id, needed, month, needed + chunk
+            )
+            if granted is None:
+                return False
+            self.ledger.set_grant(key_id, granted, released_before)
+            return True
+
+    def lease(self, key_id: int, window: int, count: int, limit: int, timeout: float = 2.0) -> int:
+        """Lease up to `count` permits of the key's window from Postgres; returns how many."""
+        return self._call(self._lease(key_id, window, count, limit), timeout)
+
+    async def _lease(self, key_id: int, window: int, count: int, limit: int) -> int:
+        assert self._pool is not None
+        start = dt.datetime.fromtimestamp(window, dt.UTC)
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "INSERT INTO rate_windows (key_id, window_start, used) VALUES ($1, $2, 0)"
+                " ON CONFLICT DO NOTHING",
+                key_id,
+                start,
+            )
+            granted = await connection.fetchval(_LEASE, key_id, start, count, limit)
+        granted = int(granted or 0)
+        if granted:
+            self.limiter.add(key_id, window, granted)
+        return granted
+
+    # --- background --------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        assert self._pool is not None
+        while True:
+            try:
+                await self._pool.execute(
+                    "INSERT INTO authz_replicas (replica_id) VALUES ($1)"
+                    " ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = now()",
+                    self.replica_id,
+                )
+                # Long-dead replicas' rows (and, by cascade, their grants) are removed.
+                await self._pool.execute(
+                    "DELETE FROM authz_replicas WHERE heartbeat_at < now() - interval '10 minutes'"
+                )
+                await self._pool.execute(
+                    "DELETE FROM rate_windows WHERE window_start < now() - interval '10 minutes'"
+                )
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("heartbeat failed (%s)", type(error).__name__)
+            self.ledger.expire()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _on_recorded(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for item in payload.split(","):
+            _, _, request_id = item.partition(":")
+            self.ledger.release(request_id)
+
+    async def _follow_recorded(self) -> None:
+        backoff = 0.2
+        while True:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(self._database_url, timeout=5)
+                await connection.add_listener(RECORDED_CHANNEL, self._on_recorded)
+                backoff = 0.2
+                closed = asyncio.Event()
+                connection.add_termination_listener(lambda _c, event=closed: event.set())
+                await closed.wait()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+                # Announcements missed while away are not replayed: those reservations
+                # stay held (conservative) until they expire.
+                log.warning("lost the usage announcements (%s); reconnecting", type(error).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if connection is not None and not connection.is_closed():
+                    await connection.close()
+
+    async def _write_back(self) -> None:
+        assert self._pool is not None
+        while True:
+            await asyncio.sleep(_WRITE_BACK_S)
+            self.ledger.return_idle(IDLE_GRANT_S)
+            for key_id in self.ledger.take_changed():
+                try:
+                    async with self._key_lock(key_id):
+                        # Read now, under the key's lock: Postgres must never hold less than
+                        # this replica may still use.
+                        amount = self.ledger.granted(key_id)
+                        await self._pool.execute(
+                            "UPDATE budget_grants SET amount = $3, updated_at = now()"
+                            " WHERE key_id = $1 AND replica_id = $2",
+                            key_id,
+                            self.replica_id,
+                            amount,
+                        )
+                except (OSError, asyncpg.PostgresError):
+                    self.ledger.mark_changed(key_id)  # retried on the next round

@@ -1,0 +1,348 @@
+"""BedrockRuntime sends what boto3 would send: same URL, same body, same SigV4 signature.
+
+boto3 is the reference: a real `boto3.client("bedrock-runtime")` builds and signs the request,
+and botocore's `before-send` hook captures it instead of sending it. Both sides sign with the
+clock frozen (botocore.auth.get_current_datetime), so the signatures can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.auth
+import orjson
+import pytest
+from aiohttp import web
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.credentials import Credentials
+
+from bedrock_simulator.eventstream import encode_event_message, encode_exception_message
+from translator.bedrock_client import BedrockRuntime, _error_from_response
+from translator.bedrock_errors import BedrockError
+
+ACCESS_KEY = "AKIDEXAMPLE"
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+FROZEN = dt.datetime(2025, 6, 1, 12, 34, 56)
+MESSAGES = [{"role": "user", "content": [{"text": "Hello, Bedrock"}]}]
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<credential>[^,]+), SignedHeaders=(?P<signed>[^,]+), "
+    r"Signature=(?P<signature>[0-9a-f]{64})"
+)
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: FROZEN)
+
+
+class _Captured(Exception):
+    pass
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def boto3_request(
+    endpoint: str,
+    operation: str,
+    model_id: str,
+    *,
+    token: str | None = None,
+    accept: str | None = None,
+) -> AWSPreparedRequest:
+    """The request boto3 would send for Converse/ConverseStream (optionally also signing an Accept)."""
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET,
+        aws_session_token=token,
+        endpoint_url=endpoint,
+    )
+    captured: list[AWSPreparedRequest] = []
+
+    def capture(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+        captured.append(request)
+        if operation == "Converse":  # a fake answer ends the call cleanly
+            return AWSResponse(request.url, 200, {"content-type": "application/json"}, _Raw(b"{}"))
+        raise _Captured  # ConverseStream would try to read an event stream
+
+    def add_accept(request: Any, **_: Any) -> None:
+        request.headers["Accept"] = accept
+
+    client.meta.events.register(f"before-send.bedrock-runtime.{operation}", capture)
+    if accept is not None:
+        client.meta.events.register(f"before-sign.bedrock-runtime.{operation}", add_accept)
+    call: Callable[..., Any] = client.converse if operation == "Converse" else client.converse_stream
+    try:
+        call(modelId=model_id, messages=MESSAGES)
+    except _Captured:
+        pass
+    finally:
+        client.close()
+    assert len(captured) == 1
+    return captured[0]
+
+
+@dataclass
+class _Raw:
+    data: bytes
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+
+def parse_authorization(value: str) -> dict[str, str]:
+    match = _AUTH.fullmatch(value)
+    assert match, value
+    return match.groupdict()
+
+
+MODEL_IDS = [
+    pytest.param("anthropic.claude-3-haiku-20240307-v1:0", id="bare-id"),
+    pytest.param("us.anthropic.claude-sonnet-4-5-20250929-v1:0", id="profile-id"),
+    pytest.param("anthropic.claude-opus-4-6-v1", id="id-without-colon"),
+    pytest.param(
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0",
+        id="profile-arn-with-slash",
+    ),
+]
+OPERATIONS = [
+    pytest.param("Converse", "converse", "application/json", id="converse"),
+    pytest.param(
+        "ConverseStream", "converse-stream", "application/vnd.amazon.eventstream", id="converse-stream"
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "path_operation", "accept"), OPERATIONS)
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+@pytest.mark.parametrize(
+    "token", [pytest.param(None, id="long-term"), pytest.param("FQoGZXIvYXdzEXAMPLE", id="session")]
+)
+def test_url_and_signature_match_boto3(
+    model_id: str, operation: str, path_operation: str, accept: str, token: str | None
+) -> None:
+    endpoint = "http://127.0.0.1:9"
+    reference = boto3_request(endpoint, operation, model_id, token=token)
+    body = reference.body if isinstance(reference.body, bytes) else reference.body.encode()
+    runtime = BedrockRuntime(endpoint + "/", "us-east-1", Credentials(ACCESS_KEY, SECRET, token))
+
+    url = runtime._url(model_id, path_operation)
+    assert url == reference.url
+    path = url.removeprefix(endpoint)
+    assert ":" not in path
+    assert ("%3A" in path) == (":" in model_id)
+    assert reference.method == "POST"
+
+    ours = runtime._signed_headers(url, body, accept)
+    theirs = {k: _text(v) for k, v in reference.headers.items()}
+    assert ours["X-Amz-Date"] == theirs["X-Amz-Date"] == "20250601T123456Z"
+    assert ours["Content-Type"] == theirs["Content-Type"] == "application/json"
+    assert ours.get("X-Amz-Security-Token") == theirs.get("X-Amz-Security-Token") == token
+    assert ours["User-Agent"] == "brproxy"
+    our_auth, their_auth = (
+        parse_authorization(ours["Authorization"]),
+        parse_authorization(theirs["Authorization"]),
+    )
+    assert (
+        our_auth["credential"]
+        == their_auth["credential"]
+        == f"{ACCESS_KEY}/20250601/us-east-1/bedrock/aws4_request"
+    )
+    # BRProxy also sends (and so signs) an Accept header that boto3 leaves out; nothing else differs.
+    assert set(our_auth["signed"].split(";")) == set(their_auth["signed"].split(";")) | {"accept"}
+
+    # boto3 made to send the same Accept header signs byte-identically.
+    with_accept = boto3_request(endpoint, operation, model_id, token=token, accept=accept)
+    assert with_accept.body == reference.body
+    same = parse_authorization(_text(with_accept.headers["Authorization"]))
+    assert same == our_auth
+
+
+@dataclass
+class Recorded:
+    method: str
+    raw_path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeBedrock:
+    url: str
+    requests: list[Recorded] = field(default_factory=list)
+    replies: list[web.Response] = field(default_factory=list)
+
+
+@pytest.fixture
+async def fake_bedrock() -> AsyncIterator[FakeBedrock]:
+    fake = FakeBedrock("")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        fake.requests.append(
+            Recorded(request.method, request.raw_path, dict(request.headers), await request.read())
+        )
+        if fake.replies:
+            return fake.replies.pop(0)
+        return web.json_response({"output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+async def test_on_the_wire_request_equals_boto3s(fake_bedrock: FakeBedrock, model_id: str) -> None:
+    reference = boto3_request(fake_bedrock.url, "Converse", model_id, accept="application/json")
+    body = reference.body if isinstance(reference.body, bytes) else reference.body.encode()
+    async with BedrockRuntime(fake_bedrock.url, "us-east-1", Credentials(ACCESS_KEY, SECRET)) as runtime:
+        answer, first_byte_ms = await runtime.converse(model_id, body)
+    assert answer["output"]["message"]["content"] == [{"text": "ok"}]
+    assert first_byte_ms >= 0
+    (seen,) = fake_bedrock.requests
+    assert seen.method == "POST"
+    assert fake_bedrock.url + seen.raw_path == reference.url  # %3A (and %2F) kept on the wire
+    assert seen.body == body
+    assert seen.headers["Authorization"] == _text(reference.headers["Authorization"])
+    assert seen.headers["X-Amz-Date"] == _text(reference.headers["X-Amz-Date"])
+    assert seen.headers["Host"] == fake_bedrock.url.removeprefix("http://")
+
+
+async def test_converse_stream_events_and_exception_frame(fake_bedrock: FakeBedrock) -> None:
+    stream_body = (
+        encode_event_message("messageStart", b'{"role":"assistant"}')
+        + encode_event_message("contentBlockDelta", b'{"contentBlockIndex":0,"delta":{"text":"Hi"}}')
+        + encode_exception_message("throttlingException", b'{"message":"Too many tokens, slow down."}')
+    )
+    fake_bedrock.replies.append(
+        web.Response(body=stream_body, headers={"Content-Type": "application/vnd.amazon.eventstream"})
+    )
+    async with BedrockRuntime(fake_bedrock.url, "us-east-1", Credentials(ACCESS_KEY, SECRET)) as runtime:
+        stream = await runtime.converse_stream("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+        seen: list[tuple[str, dict[str, Any]]] = []
+        with pytest.raises(BedrockError) as caught:
+            async for event in stream.events():
+                seen.append(event)
+        await stream.close()
+    assert seen == [
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+    ]
+    assert caught.value.name == "throttlingException"
+    assert caught.value.status == 429
+    assert caught.value.retry_after == 1
+    assert stream.first_byte_ms is not None
+    assert fake_bedrock.requests[0].headers["Accept"] == "application/vnd.amazon.eventstream"
+    assert fake_bedrock.requests[0].raw_path.endswith("/converse-stream")
+
+
+async def test_http_errors_become_bedrock_errors(fake_bedrock: FakeBedrock) -> None:
+    fake_bedrock.replies.append(
+        web.json_response(
+            {"message": "The provided model identifier is invalid."},
+            status=400,
+            headers={
+                "x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+            },
+        )
+    )
+    fake_bedrock.replies.append(
+        web.json_response(
+            {"message": "Too many requests"}, status=429, headers={"x-amzn-ErrorType": "ThrottlingException"}
+        )
+    )
+    async with BedrockRuntime(fake_bedrock.url, "us-east-1", Credentials(ACCESS_KEY, SECRET)) as runtime:
+        with pytest.raises(BedrockError) as first:
+            await runtime.converse("anthropic.nope-v1:0", b"{}")
+        with pytest.raises(BedrockError) as second:
+            await runtime.converse_stream("anthropic.nope-v1:0", b"{}")
+    assert (first.value.name, first.value.status, first.value.upstream_status) == (
+        "ValidationException",
+        400,
+        400,
+    )
+    assert first.value.client_message == "The provided model identifier is invalid."
+    assert (second.value.name, second.value.status, second.value.upstream_status) == (
+        "ThrottlingException",
+        429,
+        429,
+    )
+
+
+async def test_unreachable_bedrock_is_service_unavailable() -> None:
+    async with BedrockRuntime("http://127.0.0.1:9", "us-east-1", Credentials(ACCESS_KEY, SECRET)) as runtime:
+        with pytest.raises(BedrockError) as caught:
+            await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    assert caught.value.name == "ServiceUnavailableException"
+    assert caught.value.status == 503
+
+
+def test_no_credentials_is_refused_before_sending() -> None:
+    runtime = BedrockRuntime("http://127.0.0.1:9", "us-east-1", None)
+    with pytest.raises(BedrockError) as caught:
+        runtime._signed_headers(runtime._url("m", "converse"), b"{}", "application/json")
+    assert caught.value.name == "UnrecognizedClientException"
+    assert caught.value.client_message == "The gateway's AWS credentials were refused by Bedrock."
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "name", "message"),
+    [
+        pytest.param(
+            400,
+            {"x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/coral/x/"},
+            b'{"message":"bad"}',
+            "ValidationException",
+            "bad",
+            id="header-with-url-suffix",
+        ),
+        pytest.param(
+            403,
+            {},
+            b'{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"no"}',
+            "AccessDeniedException",
+            "no",
+            id="type-field-with-namespace",
+        ),
+        pytest.param(
+            429,
+            {"x-amzn-ErrorType": "ThrottlingException"},
+            b'{"__type":"Other","message":"slow"}',
+            "ThrottlingException",
+            "slow",
+            id="header-wins",
+        ),
+        pytest.param(
+            502, {}, b"<html>Bad Gateway</html>", "HTTP502", "<html>Bad Gateway</html>", id="not-json"
+        ),
+        pytest.param(500, {}, b"", "HTTP500", "", id="empty-body"),
+        pytest.param(400, {}, b"[1,2]", "HTTP400", "", id="json-not-object"),
+    ],
+)
+def test_error_from_response(
+    status: int, headers: dict[str, str], body: bytes, name: str, message: str
+) -> None:
+    error = _error_from_response(status, headers, body)
+    assert (error.name, error.message, error.upstream_status) == (name, message, status)
+
+
+def test_the_body_boto3_serialises_is_json_we_can_read() -> None:
+    reference = boto3_request("http://127.0.0.1:9", "Converse", "anthropic.claude-3-haiku-20240307-v1:0")
+    body = reference.body if isinstance(reference.body, bytes) else reference.body.encode()
+    assert orjson.loads(body) == {"messages": MESSAGES}
