@@ -13,6 +13,7 @@ __all__ = [
     "migrate",
     "pricing",
     "quota",
+    "service_logging",
     "settings",
     "usage",
 ]
