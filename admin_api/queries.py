@@ -43,10 +43,11 @@ __all__ = [
 # fee_month is read only to compute the effective month fee (key_row) and is not shown.
 
 _INSERT_KEY = """
-INSERT INTO api_keys (name, email, role, group_id, key_hash, key_prefix, month_quota, balance, fee_month)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO api_keys (name, email, role, group_id, key_hash, key_prefix, month_quota, balance, fee_month,
+                      rate_limit_rpm)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING id, name, email, role, group_id, month_quota, month_fee, fee_month, balance, total_fee,
-          created_at, updated_at, key_prefix, disabled
+          created_at, updated_at, key_prefix, disabled, rate_limit_rpm
 """
 
 _INSERT_PAYMENT = "INSERT INTO payments (key_id, fee) VALUES ($1, $2)"
@@ -59,28 +60,29 @@ UPDATE api_keys SET
     month_quota = COALESCE($5, month_quota),
     email       = COALESCE($6, email),
     disabled    = COALESCE($7, disabled),
+    rate_limit_rpm = COALESCE($8, rate_limit_rpm),
     updated_at  = now()
 WHERE id = $1
 RETURNING id, name, email, role, group_id, month_quota, month_fee, fee_month, balance, total_fee,
-          created_at, updated_at, key_prefix, disabled
+          created_at, updated_at, key_prefix, disabled, rate_limit_rpm
 """
 
 _RECHARGE_KEY = """
 UPDATE api_keys SET balance = balance + $1, updated_at = now()
 WHERE ($2::bigint IS NULL OR id = $2) AND ($3::bytea IS NULL OR key_hash = $3)
 RETURNING id, name, email, role, group_id, month_quota, month_fee, fee_month, balance, total_fee,
-          created_at, updated_at, key_prefix, disabled
+          created_at, updated_at, key_prefix, disabled, rate_limit_rpm
 """
 
 _GET_KEY = """
 SELECT id, name, email, role, group_id, month_quota, month_fee, fee_month, balance, total_fee,
-       created_at, updated_at, key_prefix, disabled
+       created_at, updated_at, key_prefix, disabled, rate_limit_rpm
 FROM api_keys WHERE id = $1
 """
 
 _LIST_KEYS = """
 SELECT id, name, email, role, group_id, month_quota, month_fee, fee_month, balance, total_fee,
-       created_at, updated_at, key_prefix, disabled
+       created_at, updated_at, key_prefix, disabled, rate_limit_rpm
 FROM api_keys
 WHERE ($1::text IS NULL OR name ILIKE $1 ESCAPE '\\' OR email ILIKE $1 ESCAPE '\\')
 ORDER BY id DESC LIMIT $2 OFFSET $3
@@ -206,6 +208,7 @@ async def insert_key(
     month_quota: Decimal,
     balance: Decimal,
     fee_month: dt.date,
+    rate_limit_rpm: int = 0,
 ) -> asyncpg.Record:
     """Create a key and, when it starts with money, the payment that explains that money.
 
@@ -213,7 +216,17 @@ async def insert_key(
     """
     async with conn.transaction():
         record: asyncpg.Record = await conn.fetchrow(
-            _INSERT_KEY, name, email, role, group_id, key_hash, key_prefix, month_quota, balance, fee_month
+            _INSERT_KEY,
+            name,
+            email,
+            role,
+            group_id,
+            key_hash,
+            key_prefix,
+            month_quota,
+            balance,
+            fee_month,
+            rate_limit_rpm,
         )
         if balance > 0:
             await conn.execute(_INSERT_PAYMENT, record["id"], balance)
@@ -230,6 +243,7 @@ async def update_key(
     month_quota: Decimal | None,
     email: str | None,
     disabled: bool | None,
+    rate_limit_rpm: int | None = None,
 ) -> asyncpg.Record | None:
     """Change the given fields (None = unchanged); None when there is no such key.
 
@@ -237,7 +251,9 @@ async def update_key(
     balance, total_fee) alone: an edit can neither overwrite a concurrent charge nor hide a
     month change (the month fee resets by fee_month, never by updated_at).
     """
-    return await conn.fetchrow(_UPDATE_KEY, key_id, name, role, group_id, month_quota, email, disabled)
+    return await conn.fetchrow(
+        _UPDATE_KEY, key_id, name, role, group_id, month_quota, email, disabled, rate_limit_rpm
+    )
 
 
 async def recharge_key(

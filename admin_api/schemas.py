@@ -78,6 +78,8 @@ GroupId = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]  # the column is a Po
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Email = Annotated[str, Field(max_length=320)]
 Role = Literal["user", "admin"]
+RateLimit = Annotated[int, Field(ge=0, le=2**31 - 1)]
+"""Requests per minute across all replicas; 0 means no limit."""
 
 
 class _Request(BaseModel):
@@ -93,6 +95,7 @@ class ApplyKeyRequest(_Request):
     email: Email | None = None
     month_quota: NonNegativeMoney | None = None
     balance: NonNegativeMoney | None = None
+    rate_limit_rpm: RateLimit | None = None
 
 
 class UpdateKeyRequest(_Request):
@@ -105,6 +108,7 @@ class UpdateKeyRequest(_Request):
     month_quota: NonNegativeMoney | None = None
     email: Email | None = None
     disabled: bool | None = None
+    rate_limit_rpm: RateLimit | None = None
 
 
 class RechargeRequest(_Request):

@@ -40,6 +40,7 @@ async def apply_key(body: ApplyKeyRequest, pool: PoolDep, settings: SettingsDep)
             month_quota=month_quota,
             balance=balance,
             fee_month=billing_month(settings.billing_timezone),
+            rate_limit_rpm=body.rate_limit_rpm or 0,
         )
     return ok(
         {
@@ -50,6 +51,7 @@ async def apply_key(body: ApplyKeyRequest, pool: PoolDep, settings: SettingsDep)
             "role": record["role"],
             "month_quota": record["month_quota"],
             "balance": record["balance"],
+            "rate_limit_rpm": record["rate_limit_rpm"],
         }
     )
 
@@ -65,6 +67,7 @@ async def update_key(body: UpdateKeyRequest, pool: PoolDep, settings: SettingsDe
         month_quota=body.month_quota,
         email=body.email,
         disabled=body.disabled,
+        rate_limit_rpm=body.rate_limit_rpm,
     )
     if record is None:
         raise ApiError(404, f"api key {body.id} not found")

@@ -25,6 +25,7 @@ KEY_ROW_FIELDS = {
     "month_quota",
     "month_fee",
     "balance",
+    "rate_limit_rpm",
     "total_fee",
     "created_at",
     "updated_at",
@@ -56,6 +57,7 @@ async def test_apply_shows_the_key_once_and_stores_only_its_hash(
         "role": "user",
         "month_quota": 0,
         "balance": 0,
+        "rate_limit_rpm": 0,
     }
     row = await db.fetchrow("SELECT * FROM api_keys WHERE id = $1", data["id"])
     assert row["key_hash"] == hash_key(key)
@@ -130,6 +132,8 @@ async def test_apply_treats_null_as_the_default(client: httpx.AsyncClient) -> No
         pytest.param({"name": "x", "role": "root"}, "role", id="unknown-role"),
         pytest.param({"name": "x", "group_id": "seven"}, "group_id", id="non-int-group"),
         pytest.param({"name": "x", "group_id": 2**31}, "group_id", id="group-beyond-integer"),
+        pytest.param({"name": "x", "rate_limit_rpm": -1}, "rate_limit_rpm", id="negative-rate-limit"),
+        pytest.param({"name": "x", "rate_limit_rpm": "fast"}, "rate_limit_rpm", id="non-int-rate-limit"),
     ],
 )
 async def test_apply_rejects_bad_input_naming_the_field(
@@ -185,6 +189,23 @@ async def test_update_changes_only_the_given_fields(client: httpx.AsyncClient) -
     assert row["email"] == "erin@example.com"
     assert row["key_prefix"] == before["key_prefix"]
     assert dt.datetime.fromisoformat(row["updated_at"]) > dt.datetime.fromisoformat(before["updated_at"])
+
+
+async def test_rate_limit_is_set_on_apply_and_changed_on_update(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    created = await apply(client, name="Rita", rate_limit_rpm=30)
+    assert created["rate_limit_rpm"] == 30
+    body = {"id": created["id"], "rate_limit_rpm": 0}
+    row = ok_data(await client.post("/admin/api-key/update", json=body, headers=as_admin()))
+    assert row["rate_limit_rpm"] == 0
+    assert await db.fetchval("SELECT rate_limit_rpm FROM api_keys WHERE id = $1", created["id"]) == 0
+    unchanged = ok_data(
+        await client.post(
+            "/admin/api-key/update", json={"id": created["id"], "name": "R"}, headers=as_admin()
+        )
+    )
+    assert unchanged["rate_limit_rpm"] == 0
 
 
 async def test_update_disables_and_restores_a_key(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
