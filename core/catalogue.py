@@ -299,7 +299,9 @@ _CLAUDE_4_5 = _CLAUDE_REASONING | {"cache_ttl"}
 _INTERLEAVED = "interleaved-thinking-2025-05-14"
 _CONTEXT_1M = "context-1m-2025-08-07"
 _BETAS_4 = frozenset({_INTERLEAVED, "fine-grained-tool-streaming-2025-05-14", "computer-use-2025-01-24"})
-_BETAS_4_5 = _BETAS_4 | {"context-management-2025-06-27", "tool-search-tool-2025-10-19"}
+# context-management is left out: Bedrock refuses the `context_management` field Claude Code
+# sends with it ("Extra inputs are not permitted"), so both are dropped.
+_BETAS_4_5 = _BETAS_4 | {"tool-search-tool-2025-10-19"}
 _BETAS_4_6 = _BETAS_4_5 | {"effort-2025-11-24", _CONTEXT_1M, "computer-use-2025-11-24"}
 
 
@@ -425,7 +427,7 @@ CATALOGUE = Catalogue(
             "anthropic.claude-sonnet-4-5-20250929-v1:0",
             _p("3", "15", "0.3", "3.75"),
             ("claude-sonnet-4-5-20250929",),
-            _ALL_GEOS,
+            (*_ALL_GEOS, "us-gov"),
             geo_premium=True,
             betas=_BETAS_4_5 | {_CONTEXT_1M},
             capabilities=_CLAUDE_4_5,
@@ -437,7 +439,7 @@ CATALOGUE = Catalogue(
             ("claude-haiku-4-5-20251001",),
             _ALL_GEOS,
             geo_premium=True,
-            betas=_BETAS_4 | {"context-management-2025-06-27"},
+            betas=_BETAS_4,
             capabilities=_CLAUDE_4_5,
         ),
         _anthropic(

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     workers: int = 1
     """Worker processes per HTTP service (translator, admin API)."""
 
+    sse_keepalive_s: float = 15.0
+    """Seconds of silence after which a stream gets a keep-alive (an SSE comment, or an
+    Anthropic `ping`), so idle timeouts in front of BRProxy do not cut long-thinking requests;
+    0 turns keep-alives off."""
+
     meter_flush_interval_ms: int = 50
     """How long the translator gathers usage events before shipping a batch to the meter."""
 

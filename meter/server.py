@@ -16,8 +16,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from core.catalogue_store import CatalogueFollower
 from core.quota import billing_month
-from core.settings import Settings
+from core.settings import Settings, database_url_from_env
 from core.usage import UsageEvent
 from meter.billing import ThreadRow, price_event
 from meter.recorder import record_batch
@@ -44,6 +45,9 @@ class MeterApp:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.recorded = 0
+        # Prices as admins set them (model_overrides), followed live: calls are billed at
+        # the price in force when the meter records them.
+        self.models = CatalogueFollower(settings.database_url or database_url_from_env())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,9 +74,11 @@ class MeterApp:
                 except (OSError, asyncpg.PostgresError) as error:
                     await send({"type": "lifespan.startup.failed", "message": f"database: {error}"})
                     return
+                await self.models.start()
                 self._writer = asyncio.create_task(self._write_forever(), name="meter-writer")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.models.close()
                 if self._writer is not None:
                     self._writer.cancel()
                 if self._pool is not None:
@@ -129,7 +135,7 @@ class MeterApp:
                 if not event.billable:
                     released.append((event.key_id, event.event_id))
                     continue
-                row, priced = price_event(event)
+                row, priced = price_event(event, self.models.catalogue)
             except (TypeError, ValueError, KeyError) as error:
                 # A malformed event can never become valid by retrying; refusing the batch
                 # would block every good event behind it, so it is logged and dropped.

@@ -10,6 +10,8 @@ is decoded with botocore's own event-stream parser.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import time
@@ -30,7 +32,7 @@ from botocore.eventstream import EventStreamBuffer
 
 from translator.bedrock_errors import BedrockError
 
-__all__ = ["BedrockRuntime", "BedrockStream"]
+__all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult"]
 
 log = logging.getLogger("translator.bedrock")
 
@@ -53,7 +55,7 @@ def _error_from_response(status: int, headers: Any, body: bytes) -> BedrockError
 
 @dataclass(slots=True)
 class BedrockStream:
-    """An open ConverseStream answer; iterate `events()` for (event type, payload) pairs."""
+    """An open event-stream answer; iterate `events()` for (event type, payload) pairs."""
 
     response: aiohttp.ClientResponse
     started: float
@@ -86,12 +88,40 @@ class BedrockStream:
                         "InternalServerException", f"unexpected event-stream message type {kind}"
                     )
 
+    async def anthropic_events(self) -> AsyncIterator[dict[str, Any]]:
+        """InvokeModelWithResponseStream's Anthropic events (each `chunk` carries one, base64)."""
+        async for event_type, payload in self.events():
+            if event_type != "chunk":
+                continue
+            try:
+                event = orjson.loads(base64.b64decode(payload.get("bytes", "")))
+            except (binascii.Error, ValueError, orjson.JSONDecodeError):
+                raise BedrockError("InternalServerException", "undecodable chunk in the stream") from None
+            if isinstance(event, dict):
+                yield event
+
     async def close(self) -> None:
         self.response.close()
 
 
+@dataclass(slots=True)
+class InvokeResult:
+    """A non-stream InvokeModel answer with the usage Bedrock reports in its headers."""
+
+    body: dict[str, Any]
+    input_tokens: int | None
+    output_tokens: int | None
+    invocation_latency_ms: int | None
+    first_byte_ms: int
+
+
+def _header_int(headers: Any, name: str) -> int | None:
+    value = headers.get(name)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
 class BedrockRuntime:
-    """A Bedrock Runtime client for Converse and ConverseStream."""
+    """A Bedrock Runtime client: Converse(Stream), InvokeModel(WithResponseStream), CountTokens."""
 
     def __init__(
         self, endpoint_url: str, region: str, credentials: Credentials | None, *, max_connections: int = 1000
@@ -175,8 +205,42 @@ class BedrockRuntime:
 
     async def converse_stream(self, model_id: str, body: bytes) -> BedrockStream:
         """POST /model/{id}/converse-stream; raises BedrockError if Bedrock refuses the call."""
+        return await self._open_stream(model_id, "converse-stream", body)
+
+    async def invoke_model(self, model_id: str, body: bytes) -> InvokeResult:
+        """POST /model/{id}/invoke (a model's native body, e.g. Anthropic's Messages or an embedding)."""
         started = time.monotonic()
-        response = await self._post(model_id, "converse-stream", body, "application/vnd.amazon.eventstream")
+        response = await self._post(model_id, "invoke", body, _JSON)
+        async with response:
+            raw = await response.read()
+            elapsed = int((time.monotonic() - started) * 1000)
+            if response.status >= 300:
+                raise _error_from_response(response.status, response.headers, raw)
+            headers = response.headers
+            return InvokeResult(
+                orjson.loads(raw),
+                _header_int(headers, "x-amzn-bedrock-input-token-count"),
+                _header_int(headers, "x-amzn-bedrock-output-token-count"),
+                _header_int(headers, "x-amzn-bedrock-invocation-latency"),
+                elapsed,
+            )
+
+    async def invoke_model_stream(self, model_id: str, body: bytes) -> BedrockStream:
+        """POST /model/{id}/invoke-with-response-stream; iterate `anthropic_events()` for Claude."""
+        return await self._open_stream(model_id, "invoke-with-response-stream", body)
+
+    async def count_tokens(self, model_id: str, body: bytes) -> int:
+        """POST /model/{id}/count-tokens with `{"input": {...}}`; returns `inputTokens`."""
+        response = await self._post(model_id, "count-tokens", body, _JSON)
+        async with response:
+            raw = await response.read()
+            if response.status >= 300:
+                raise _error_from_response(response.status, response.headers, raw)
+            return int(orjson.loads(raw).get("inputTokens", 0))
+
+    async def _open_stream(self, model_id: str, operation: str, body: bytes) -> BedrockStream:
+        started = time.monotonic()
+        response = await self._post(model_id, operation, body, "application/vnd.amazon.eventstream")
         if response.status >= 300:
             async with response:
                 raise _error_from_response(response.status, response.headers, await response.read())

@@ -14,11 +14,12 @@ import uuid
 import orjson
 
 from core.usage import UsageEvent
-from translator.asgi import SSE_HEADERS, Receive, Reply, Request, send_json
+from translator.asgi import Reply, Request, send_json
 from translator.bedrock_client import BedrockStream
 from translator.bedrock_errors import BedrockError
 from translator.gateway import Gateway, estimate_tokens
 from translator.openai_bedrock import ChatCompletionStream, InvalidRequest, OpenAIChatRequest, chat_completion
+from translator.sse import OPENAI_KEEPALIVE, SseResponse, close_on_disconnect
 
 __all__ = ["chat_completions"]
 
@@ -31,7 +32,11 @@ async def chat_completions(gateway: Gateway, request: Request) -> None:
         converse = chat.to_converse()
     except InvalidRequest as error:
         raise Reply.error(request.path, error.status, error.message, param=error.param) from None
-    resolved = gateway.resolve(request.path, chat.model)
+    resolved = gateway.resolve(request.path, chat.model, key_id)
+    try:
+        chat.fit_to_model(converse, resolved.entry)
+    except InvalidRequest as error:
+        raise Reply.error(request.path, error.status, error.message, param=error.param) from None
     session = request.header(b"session-id")
     event = UsageEvent(
         event_id=request.request_id,
@@ -66,7 +71,7 @@ async def _complete(
         response, first_byte_ms = await gateway.bedrock.converse(model_id, body)
     except BedrockError as error:
         raise gateway.bedrock_reply(request.path, error) from None
-    answer, text, usage = chat_completion(completion_id, chat.model, response)
+    answer, text, usage = chat_completion(completion_id, chat.model, response, json_tool=chat.json_tool)
     event.completion = text
     event.input_tokens, event.output_tokens = usage.input, usage.output
     event.cache_read_tokens, event.cache_write_tokens = usage.cache_read, usage.cache_write
@@ -87,49 +92,43 @@ async def _stream(
     completion_id: str,
     event: UsageEvent,
 ) -> None:
-    send = request.send
+    sse = SseResponse(request.send, OPENAI_KEEPALIVE, gateway.settings.sse_keepalive_s)
+    frames = ChatCompletionStream(completion_id, chat.model, chat.include_usage, json_tool=chat.json_tool)
     try:
-        upstream = await gateway.bedrock.converse_stream(model_id, body)
+        upstream = await sse.wait(gateway.bedrock.converse_stream(model_id, body))
     except BedrockError as error:
-        raise gateway.bedrock_reply(request.path, error) from None
-    frames = ChatCompletionStream(completion_id, chat.model, chat.include_usage)
+        sse.stop_keepalive()
+        if not sse.started:
+            raise gateway.bedrock_reply(request.path, error) from None
+        # Keep-alives already went out with a 200: the failure can only be an error frame.
+        await sse.end(frames.error_frame(error.client_message, "server_error", error.name))
+        return
     # uvicorn drops writes to a closed connection silently, so watch for the client
     # leaving and stop reading Bedrock then (what it produced so far is still billed).
-    watcher = asyncio.create_task(_close_on_disconnect(request.receive, upstream, event))
+    watcher = asyncio.create_task(close_on_disconnect(request.receive, upstream, event))
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-        await send({"type": "http.response.body", "body": frames.first_frame(), "more_body": True})
+        await sse.write(frames.first_frame())
         try:
             async for event_type, payload in upstream.events():
                 for frame in frames.on_event(event_type, payload):
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    await sse.write(frame)
         except BedrockError as error:
             # Ends the stream with an error frame, not a fake [DONE]: the client must
             # know the answer is incomplete.
             event.status = "error"
             upstream.finished = True
-            frame = frames.error_frame(error.client_message, "server_error", error.name)
-            await send({"type": "http.response.body", "body": frame, "more_body": False})
+            await sse.end(frames.error_frame(error.client_message, "server_error", error.name))
             return
         upstream.finished = True
-        await send({"type": "http.response.body", "body": frames.done_frame(), "more_body": False})
+        await sse.end(frames.done_frame())
     except (OSError, asyncio.CancelledError):
         event.status = "client_closed"
         raise
     finally:
+        sse.stop_keepalive()
         watcher.cancel()
         await upstream.close()
         _finish_stream_event(gateway, request, event, frames, upstream)
-
-
-async def _close_on_disconnect(receive: Receive, upstream: BedrockStream, event: UsageEvent) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    # uvicorn also reports "disconnect" once the response is complete; only a
-    # disconnect while Bedrock is still answering means the client left.
-    if not upstream.finished:
-        event.status = "client_closed"
-        await upstream.close()
 
 
 def _finish_stream_event(

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from core.catalogue import Catalogue, ResolvedModel
+from core.catalogue_store import CatalogueFollower
 from core.quota import spends_money
 from core.settings import Settings
 from core.usage import UsageEvent
@@ -27,19 +28,49 @@ class Gateway:
     """The translator's long-lived parts, shared by all requests of one process."""
 
     settings: Settings
-    catalogue: Catalogue
+    models: CatalogueFollower
+    """The catalogue as admins edited it, and per-key allowlists (kept current)."""
     bedrock: BedrockRuntime
     meter: MeterSink
 
-    def resolve(self, path: str, model: str) -> ResolvedModel:
-        """The Bedrock model for a client's model name, or a 404 in the client's error shape."""
-        resolved = self.catalogue.resolve(model, self.bedrock.region)
-        if resolved is None:
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.models.catalogue
+
+    def resolve(self, path: str, model: str, key_id: int, kind: str = "chat") -> ResolvedModel:
+        """The Bedrock model for a client's model name, checked against the caller's allowlist.
+
+        Unknown and disabled models are a 404, a model the key may not use a 403, a model of
+        the wrong kind (an embedding model on chat) a 400, each in the client's error shape.
+        """
+        state = self.models.state
+        resolved = state.catalogue.resolve(model, self.bedrock.region)
+        if resolved is None or not resolved.entry.enabled:
             raise Reply.error(
                 path,
                 404,
                 f"The model '{model}' does not exist or is not offered by this gateway.",
                 code="model_not_found",
+                param="model",
+            )
+        if not state.allows(key_id, resolved.entry):
+            raise Reply.error(
+                path,
+                403,
+                f"This API key may not use the model '{model}'.",
+                code="model_not_allowed",
+                param="model",
+            )
+        if resolved.entry.kind != kind:
+            if resolved.entry.kind == "embedding":
+                what, where = "an embedding model", "/v1/embeddings"
+            else:
+                what, where = "a chat model", "/v1/chat/completions or /v1/messages"
+            raise Reply.error(
+                path,
+                400,
+                f"The model '{model}' is {what}; call it on {where}.",
+                code="model_not_supported",
                 param="model",
             )
         return resolved

@@ -1,22 +1,47 @@
 """OpenAI Chat Completions ⇄ Bedrock Converse: pure conversion, one object per request.
 
 `OpenAIChatRequest.parse` validates the client's body and says which field is wrong;
-`to_converse` builds the Converse request; `ChatCompletion` and `ChatCompletionStream` turn
+`to_converse` builds the Converse request; `chat_completion` and `ChatCompletionStream` turn
 Bedrock's answer (one JSON document, or ConverseStream events) into OpenAI's
 `chat.completion` object or `chat.completion.chunk` SSE frames. Nothing here does I/O.
+
+Beyond OpenAI's own fields, the conventions other OpenAI-compatible gateways use:
+
+- Reasoning: `reasoning_effort` (`low` 1024, `medium` 4096, `high` 16384 thinking tokens;
+  `minimal` 1024, `none` off) or Anthropic's `thinking: {"type": "enabled", "budget_tokens":
+  N}` turn on Claude's extended thinking. The answer carries `reasoning_content` (the text,
+  in the message and as stream deltas) and `thinking_blocks` (`{"type": "thinking",
+  "thinking", "signature"}` / `{"type": "redacted_thinking", "data"}`). A client that sends
+  an assistant turn back with its `thinking_blocks` gets them to Bedrock signed, as tool use
+  with thinking requires.
+- Prompt caching: `cache_control` on a content part, on a message, or on a tool definition
+  puts a Converse `cachePoint` after it.
+- `response_format` `json_object` / `json_schema` is a tool the model is made to call (when
+  thinking is off: Claude cannot be forced while thinking); its input is the answer's content.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from core.catalogue import ModelEntry
+from translator.converse_helpers import (
+    CACHE_POINT,
+    IMAGE_MEDIA_TYPES,
+    MAX_IMAGE_BYTES,
+    InvalidRequest,
+    TokenUsage,
+    check_image_data,
+    require,
+)
+
 __all__ = [
+    "MAX_IMAGE_BYTES",
     "ChatCompletionStream",
     "InvalidRequest",
     "OpenAIChatRequest",
@@ -24,17 +49,6 @@ __all__ = [
     "chat_completion",
     "finish_reason",
 ]
-
-MAX_IMAGE_BYTES = 3_750_000
-"""Bedrock's limit for one image (3.75 MB)."""
-
-_IMAGE_FORMATS = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/jpg": "jpeg",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
 
 _FINISH = {
     "end_turn": "stop",
@@ -44,6 +58,22 @@ _FINISH = {
     "tool_use": "tool_calls",
     "content_filtered": "content_filter",
     "guardrail_intervened": "content_filter",
+    "malformed_model_output": "stop",
+    "malformed_tool_use": "stop",
+}
+
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+"""`reasoning_effort` → Claude's thinking budget (tokens)."""
+MIN_THINKING_BUDGET = 1024
+ANSWER_ROOM = 4096
+"""maxTokens beyond the thinking budget when the client set no max_tokens."""
+_JSON_TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+_DUMMY_TOOL = {
+    "toolSpec": {
+        "name": "no_tools_offered",
+        "description": "Not callable: only declared because earlier turns used tools.",
+        "inputSchema": {"json": {"type": "object", "properties": {}}},
+    }
 }
 
 
@@ -52,58 +82,19 @@ def finish_reason(stop_reason: str | None) -> str:
     return _FINISH.get(stop_reason or "end_turn", "stop")
 
 
-class InvalidRequest(Exception):
-    """The client's request is malformed; `param` names the offending field."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
+_require = require
 
 
-@dataclass(slots=True)
-class TokenUsage:
-    """Token counts as Bedrock reports them (`input` excludes cached tokens)."""
-
-    input: int = 0
-    output: int = 0
-    cache_read: int = 0
-    cache_write: int = 0
-    reported: bool = False
-    """True once Bedrock's own usage report arrived (else the counts are ours or zero)."""
-
-    @classmethod
-    def from_bedrock(cls, usage: dict[str, Any]) -> TokenUsage:
-        return cls(
-            input=int(usage.get("inputTokens", 0)),
-            output=int(usage.get("outputTokens", 0)),
-            cache_read=int(usage.get("cacheReadInputTokens", 0)),
-            cache_write=int(usage.get("cacheWriteInputTokens", 0)),
-            reported=True,
-        )
-
-    def openai(self) -> dict[str, Any]:
-        # OpenAI's prompt_tokens includes cached tokens; cached_tokens is the cache-read part.
-        prompt = self.input + self.cache_read + self.cache_write
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": self.output,
-            "total_tokens": prompt + self.output,
-            "prompt_tokens_details": {"cached_tokens": self.cache_read},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        }
+def _with_cache_point(blocks: list[dict[str, Any]], part: Any) -> list[dict[str, Any]]:
+    if isinstance(part, dict) and part.get("cache_control"):
+        blocks.append(dict(CACHE_POINT))
+    return blocks
 
 
-def _require(condition: bool, message: str, param: str) -> None:
-    if not condition:
-        raise InvalidRequest(message, param)
-
-
-def _text_of(content: Any, param: str) -> str:
-    """The text of a `system`/`developer`/`tool` content: a string or a list of text parts."""
+def _text_parts(content: Any, param: str) -> list[tuple[str, bool]]:
+    """A `system`/`developer`/`tool`/assistant content as (text, cache point after it) parts."""
     if isinstance(content, str):
-        return content
+        return [(content, False)]
     if isinstance(content, list):
         parts = []
         for i, part in enumerate(content):
@@ -112,9 +103,25 @@ def _text_of(content: Any, param: str) -> str:
                 "only text parts are allowed here",
                 f"{param}[{i}]",
             )
-            parts.append(part["text"])
-        return "".join(parts)
+            parts.append((part["text"], bool(part.get("cache_control"))))
+        return parts
     raise InvalidRequest("content must be a string or a list of content parts", param)
+
+
+def _text_blocks(content: Any, param: str, cache_after: bool = False) -> list[dict[str, Any]]:
+    """Text blocks, joined between cache points (one block unless the client marked parts)."""
+    blocks: list[dict[str, Any]] = []
+    pending = ""
+    for text, cache in _text_parts(content, param):
+        pending += text
+        if cache and pending.strip():
+            blocks.extend(({"text": pending}, dict(CACHE_POINT)))
+            pending = ""
+    if pending.strip():
+        blocks.append({"text": pending})
+    if cache_after and blocks and "cachePoint" not in blocks[-1]:
+        blocks.append(dict(CACHE_POINT))
+    return blocks
 
 
 def _image_block(url: Any, param: str) -> dict[str, Any]:
@@ -128,25 +135,22 @@ def _image_block(url: Any, param: str) -> dict[str, Any]:
         )
     _require(url.startswith("data:") and ";base64," in url, "image_url.url must be a base64 data: URI", param)
     header, _, data = url[5:].partition(";base64,")
-    image_format = _IMAGE_FORMATS.get(header.lower())
+    image_format = IMAGE_MEDIA_TYPES.get(header.lower())
     _require(image_format is not None, f"unsupported image type {header!r} (png, jpeg, gif, webp)", param)
-    try:
-        raw_size = len(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("image data is not valid base64", param) from None
-    if raw_size > MAX_IMAGE_BYTES:
-        raise InvalidRequest(f"image is {raw_size} bytes; the limit is {MAX_IMAGE_BYTES} bytes", param)
+    check_image_data(data, param)
     # The Converse wire format carries blobs as base64 strings: pass the client's through.
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
-def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+def _user_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    content = message.get("content")
     if isinstance(content, str):
         _require(content.strip() != "", "content must not be empty", param)
-        return [{"text": content}]
+        return _with_cache_point([{"text": content}], message)
     _require(
         isinstance(content, list) and len(content) > 0, "content must be a non-empty string or list", param
     )
+    assert isinstance(content, list)
     blocks: list[dict[str, Any]] = []
     for i, part in enumerate(content):
         p = f"{param}[{i}]"
@@ -157,23 +161,47 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
             _require(isinstance(text, str), "text must be a string", f"{p}.text")
             if text.strip():
                 blocks.append({"text": text})
+                _with_cache_point(blocks, part)
         elif kind == "image_url":
             image_url = part.get("image_url")
             url = image_url.get("url") if isinstance(image_url, dict) else image_url
             blocks.append(_image_block(url, f"{p}.image_url.url"))
+            _with_cache_point(blocks, part)
         else:
             raise InvalidRequest(f"unsupported content part type {kind!r}", f"{p}.type")
-    _require(len(blocks) > 0, "content must not be empty", param)
+    _require(any("cachePoint" not in b for b in blocks), "content must not be empty", param)
+    return _with_cache_point(blocks, message)
+
+
+def _reasoning_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    """An assistant turn's `thinking_blocks`, signed as Bedrock needs them back."""
+    thinking = message.get("thinking_blocks")
+    if thinking is None:
+        return []
+    _require(isinstance(thinking, list), "thinking_blocks must be a list", f"{param}.thinking_blocks")
+    blocks = []
+    for i, block in enumerate(thinking):
+        p = f"{param}.thinking_blocks[{i}]"
+        _require(isinstance(block, dict), "each thinking block must be an object", p)
+        if block.get("type") == "redacted_thinking":
+            _require(isinstance(block.get("data"), str), "redacted_thinking needs data", f"{p}.data")
+            blocks.append({"reasoningContent": {"redactedContent": block["data"]}})
+        elif block.get("type") == "thinking":
+            text, signature = block.get("thinking"), block.get("signature")
+            _require(isinstance(text, str), "thinking must be a string", f"{p}.thinking")
+            # An unsigned block cannot go back to Bedrock; the model reasons afresh instead.
+            if isinstance(signature, str) and signature:
+                blocks.append({"reasoningContent": {"reasoningText": {"text": text, "signature": signature}}})
+        else:
+            raise InvalidRequest("type must be 'thinking' or 'redacted_thinking'", f"{p}.type")
     return blocks
 
 
 def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
+    blocks = _reasoning_blocks(message, param)
     content = message.get("content")
     if content is not None:
-        text = _text_of(content, f"{param}.content")
-        if text.strip():
-            blocks.append({"text": text})
+        blocks.extend(_text_blocks(content, f"{param}.content", bool(message.get("cache_control"))))
     tool_calls = message.get("tool_calls")
     if tool_calls is not None:
         _require(isinstance(tool_calls, list), "tool_calls must be a list", f"{param}.tool_calls")
@@ -198,13 +226,26 @@ def _assistant_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any
                     }
                 }
             )
-    _require(len(blocks) > 0, "an assistant message needs content or tool_calls", f"{param}.content")
+    _require(
+        any("cachePoint" not in b and "reasoningContent" not in b for b in blocks),
+        "an assistant message needs content or tool_calls",
+        f"{param}.content",
+    )
     return blocks
 
 
-def _tool_config(tools: Any, tool_choice: Any, history_has_tools: bool = False) -> dict[str, Any] | None:
+def _tool_result_blocks(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+    tool_call_id = message.get("tool_call_id")
+    _require(isinstance(tool_call_id, str), "tool messages need tool_call_id", f"{param}.tool_call_id")
+    parts = _text_parts(message.get("content"), f"{param}.content")
+    result = {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": "".join(t for t, _ in parts)}]}}
+    cache = any(c for _, c in parts) or bool(message.get("cache_control"))
+    return [result, dict(CACHE_POINT)] if cache else [result]
+
+
+def _tool_specs(tools: Any) -> list[dict[str, Any]]:
     if tools is None:
-        return None
+        return []
     _require(isinstance(tools, list), "tools must be a list", "tools")
     specs = []
     for i, tool in enumerate(tools):
@@ -225,24 +266,59 @@ def _tool_config(tools: Any, tool_choice: Any, history_has_tools: bool = False) 
         if function.get("description"):
             spec["description"] = function["description"]
         specs.append({"toolSpec": spec})
-    if not specs:
-        return None
-    config: dict[str, Any] = {"tools": specs}
+        if tool.get("cache_control"):
+            specs.append(dict(CACHE_POINT))
+    return specs
+
+
+def _tool_choice(tool_choice: Any) -> dict[str, Any] | str | None:
+    """Converse's toolChoice; "none" for OpenAI's none (Converse has no such choice)."""
     if tool_choice is None or tool_choice == "auto":
-        pass
-    elif tool_choice == "none":
-        # Converse has no "none". Offering no tools has the same effect, but Bedrock refuses
-        # toolUse/toolResult blocks in the history without a toolConfig: keep the tools then.
-        return config if history_has_tools else None
-    elif tool_choice == "required":
-        config["toolChoice"] = {"any": {}}
-    elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
-        config["toolChoice"] = {"tool": {"name": tool_choice["function"].get("name")}}
-    else:
-        raise InvalidRequest(
-            "tool_choice must be 'auto', 'none', 'required' or a named function", "tool_choice"
+        return None
+    if tool_choice == "none":
+        return "none"
+    if tool_choice == "required":
+        return {"any": {}}
+    if isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
+        return {"tool": {"name": tool_choice["function"].get("name")}}
+    raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or a named function", "tool_choice")
+
+
+def _json_tool(response_format: Any) -> dict[str, Any] | None:
+    """The tool that carries a JSON answer for `response_format`, or None for plain text."""
+    if response_format is None:
+        return None
+    _require(isinstance(response_format, dict), "response_format must be an object", "response_format")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object", "additionalProperties": True, "properties": {}}
+        return {
+            "name": "json_object",
+            "description": "Answer with a JSON object.",
+            "inputSchema": {"json": schema},
+        }
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        _require(
+            isinstance(spec, dict) and isinstance(spec.get("name"), str),
+            "json_schema.name is required",
+            "response_format.json_schema",
         )
-    return config
+        assert isinstance(spec, dict)
+        schema = spec.get("schema")
+        _require(
+            isinstance(schema, dict),
+            "json_schema.schema must be an object",
+            "response_format.json_schema.schema",
+        )
+        name = _JSON_TOOL_NAME.sub("_", spec["name"])[:64] or "json_schema"
+        description = spec.get("description") or "Answer with JSON that matches this schema."
+        return {"name": name, "description": description, "inputSchema": {"json": schema}}
+    raise InvalidRequest(
+        "response_format.type must be 'text', 'json_object' or 'json_schema'", "response_format.type"
+    )
 
 
 @dataclass(slots=True)
@@ -255,6 +331,8 @@ class OpenAIChatRequest:
     include_usage: bool
     body: dict[str, Any]
     user: str | None = None
+    json_tool: str | None = None
+    """Set by `to_converse` when `response_format` asks for JSON: the tool carrying the answer."""
 
     @classmethod
     def parse(cls, raw: bytes) -> OpenAIChatRequest:
@@ -287,8 +365,12 @@ class OpenAIChatRequest:
             user=user if isinstance(user, str) else None,
         )
 
-    def to_converse(self) -> dict[str, Any]:
-        """The Converse request body (without the model id, which goes in the URL)."""
+    def to_converse(self, entry: ModelEntry | None = None) -> dict[str, Any]:
+        """The Converse request body (without the model id, which goes in the URL).
+
+        Validates the whole request; with the model's catalogue `entry` it is also fitted to
+        that model (`fit_to_model`).
+        """
         system: list[dict[str, Any]] = []
         turns: list[dict[str, Any]] = []
         for i, message in enumerate(self.messages):
@@ -296,22 +378,18 @@ class OpenAIChatRequest:
             _require(isinstance(message, dict), "each message must be an object", param)
             role = message.get("role")
             if role in ("system", "developer"):
-                text = _text_of(message.get("content"), f"{param}.content")
-                if text.strip():
-                    system.append({"text": text})
+                system.extend(
+                    _text_blocks(
+                        message.get("content"), f"{param}.content", bool(message.get("cache_control"))
+                    )
+                )
                 continue
             if role == "user":
-                bedrock_role, blocks = "user", _user_blocks(message.get("content"), f"{param}.content")
+                bedrock_role, blocks = "user", _user_blocks(message, f"{param}.content")
             elif role == "assistant":
                 bedrock_role, blocks = "assistant", _assistant_blocks(message, param)
             elif role == "tool":
-                tool_call_id = message.get("tool_call_id")
-                _require(
-                    isinstance(tool_call_id, str), "tool messages need tool_call_id", f"{param}.tool_call_id"
-                )
-                text = _text_of(message.get("content"), f"{param}.content")
-                bedrock_role = "user"
-                blocks = [{"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}]}}]
+                bedrock_role, blocks = "user", _tool_result_blocks(message, param)
             else:
                 raise InvalidRequest(f"unsupported role {role!r}", f"{param}.role")
             if turns and turns[-1]["role"] == bedrock_role:
@@ -325,16 +403,116 @@ class OpenAIChatRequest:
         request: dict[str, Any] = {"messages": turns}
         if system:
             request["system"] = system
+        budget = self._thinking_budget()
         inference = self._inference_config()
+        if budget is not None:
+            budget = _fit_budget(budget, inference, explicit="thinking" in self.body)
+            request["additionalModelRequestFields"] = {
+                "thinking": {"type": "enabled", "budget_tokens": budget}
+            }
         if inference:
             request["inferenceConfig"] = inference
+        tool_config = self._tool_config(turns, thinking=budget is not None)
+        if tool_config:
+            request["toolConfig"] = tool_config
+        if entry is not None:
+            self.fit_to_model(request, entry)
+        return request
+
+    def fit_to_model(self, request: dict[str, Any], entry: ModelEntry) -> None:
+        """Fit a Converse request to what the model can do, in place.
+
+        Features it lacks are a clear 400 (images, tools, reasoning) or quietly left out where
+        they are only an optimisation (cache points).
+        """
+        capabilities = entry.capabilities
+        model = self.model
+        turns = request["messages"]
+        if "vision" not in capabilities and any("image" in b for t in turns for b in t["content"]):
+            raise InvalidRequest(f"the model '{model}' does not accept images", "messages")
+        tool_config = request.get("toolConfig")
+        if tool_config and "tools" not in capabilities:
+            param = "response_format" if self.json_tool else "tools"
+            raise InvalidRequest(f"the model '{model}' does not support tools (needed for {param})", param)
+        if "additionalModelRequestFields" in request:
+            param = "thinking" if "thinking" in self.body else "reasoning_effort"
+            if "reasoning" not in capabilities:
+                raise InvalidRequest(f"the model '{model}' does not support reasoning", param)
+            if entry.provider != "anthropic":
+                # DeepSeek R1 always reasons: there is nothing to switch on.
+                del request["additionalModelRequestFields"]
+                if self._inference_config().get("maxTokens") is None:
+                    del request["inferenceConfig"]["maxTokens"]
+                    if not request["inferenceConfig"]:
+                        del request["inferenceConfig"]
+        if "caching" not in capabilities:
+            for blocks in (
+                request.get("system"),
+                *(t["content"] for t in turns),
+                (tool_config or {}).get("tools"),
+            ):
+                if blocks:
+                    blocks[:] = [b for b in blocks if "cachePoint" not in b]
+
+    def _tool_config(self, turns: list[dict[str, Any]], *, thinking: bool) -> dict[str, Any] | None:
+        specs = _tool_specs(self.body.get("tools"))
+        choice = _tool_choice(self.body.get("tool_choice")) if specs else None
+        json_tool = _json_tool(self.body.get("response_format"))
+        if json_tool is not None:
+            _require(
+                not any("toolSpec" in s for s in specs),
+                "response_format json_object/json_schema cannot be combined with tools on this gateway",
+                "response_format",
+            )
+            self.json_tool = json_tool["name"]
+            specs = [{"toolSpec": json_tool}]
+            # Claude refuses a forced tool while thinking; then the model is only offered it.
+            choice = None if thinking else {"tool": {"name": json_tool["name"]}}
         history_has_tools = any(
             "toolUse" in block or "toolResult" in block for turn in turns for block in turn["content"]
         )
-        tool_config = _tool_config(self.body.get("tools"), self.body.get("tool_choice"), history_has_tools)
-        if tool_config:
-            request["toolConfig"] = tool_config
-        return request
+        if choice == "none" or not any("toolSpec" in s for s in specs):
+            if not history_has_tools:
+                return None
+            # Converse has no "none", and offering no tools has the same effect; but Bedrock
+            # refuses toolUse/toolResult blocks in the history without a toolConfig.
+            return {"tools": specs if any("toolSpec" in s for s in specs) else [_DUMMY_TOOL]}
+        config: dict[str, Any] = {"tools": specs}
+        if isinstance(choice, dict):
+            config["toolChoice"] = choice
+        return config
+
+    def _thinking_budget(self) -> int | None:
+        """Claude's thinking budget asked for by `thinking` or `reasoning_effort` (None: off)."""
+        thinking = self.body.get("thinking")
+        effort = self.body.get("reasoning_effort")
+        budget: int | None = None
+        if thinking is not None:
+            _require(isinstance(thinking, dict), "thinking must be an object", "thinking")
+            assert isinstance(thinking, dict)
+            kind = thinking.get("type")
+            _require(
+                kind in ("enabled", "disabled"),
+                "thinking.type must be 'enabled' or 'disabled'",
+                "thinking.type",
+            )
+            if kind == "enabled":
+                budget = thinking.get("budget_tokens")
+                _require(
+                    isinstance(budget, int)
+                    and not isinstance(budget, bool)
+                    and budget >= MIN_THINKING_BUDGET,
+                    f"thinking.budget_tokens must be an integer >= {MIN_THINKING_BUDGET}",
+                    "thinking.budget_tokens",
+                )
+        elif effort is not None:
+            _require(
+                effort == "none" or effort in EFFORT_BUDGETS,
+                "reasoning_effort must be 'none', 'minimal', 'low', 'medium' or 'high'",
+                "reasoning_effort",
+            )
+            budget = EFFORT_BUDGETS.get(str(effort))
+        return budget
 
     def _inference_config(self) -> dict[str, Any]:
         body = self.body
@@ -344,7 +522,9 @@ class OpenAIChatRequest:
             max_tokens = body.get("max_tokens")
         if max_tokens is not None:
             _require(
-                isinstance(max_tokens, int) and max_tokens > 0, "must be a positive integer", "max_tokens"
+                isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0,
+                "must be a positive integer",
+                "max_tokens",
             )
             config["maxTokens"] = max_tokens
         for name, target in (("temperature", "temperature"), ("top_p", "topP")):
@@ -362,6 +542,7 @@ class OpenAIChatRequest:
                 "stop must be a string or a list of strings",
                 "stop",
             )
+            stops = [s for s in stops if s]  # Converse refuses empty stop sequences
             if stops:
                 config["stopSequences"] = stops
         return config
@@ -379,33 +560,78 @@ class OpenAIChatRequest:
         return ""
 
 
+def _fit_budget(budget: int, inference: dict[str, Any], *, explicit: bool) -> int:
+    """The thinking budget within max_tokens (which counts thinking and answer together).
+
+    Without max_tokens there is room for the budget and an answer. With it, an effort level
+    shrinks to fit; an explicit `thinking.budget_tokens` that does not fit is the client's error.
+    """
+    max_tokens = inference.get("maxTokens")
+    if max_tokens is None:
+        inference["maxTokens"] = budget + ANSWER_ROOM
+        return budget
+    if max_tokens > budget:
+        return budget
+    if explicit:
+        raise InvalidRequest("max_tokens must be greater than thinking.budget_tokens", "max_tokens")
+    if max_tokens <= MIN_THINKING_BUDGET:
+        raise InvalidRequest(
+            f"with reasoning on, max_tokens must be greater than {MIN_THINKING_BUDGET} "
+            "(it counts the thinking too)",
+            "max_tokens",
+        )
+    return max_tokens - 1 if max_tokens - 1 < budget else budget
+
+
+def _thinking_block(reasoning: dict[str, Any]) -> dict[str, Any] | None:
+    if "redactedContent" in reasoning:
+        return {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+    text = reasoning.get("reasoningText") or {}
+    if not text.get("signature"):
+        return None
+    return {"type": "thinking", "thinking": text.get("text", ""), "signature": text["signature"]}
+
+
 def chat_completion(
-    completion_id: str, model: str, response: dict[str, Any], created: int | None = None
+    completion_id: str,
+    model: str,
+    response: dict[str, Any],
+    created: int | None = None,
+    json_tool: str | None = None,
 ) -> tuple[dict[str, Any], str, TokenUsage]:
-    """OpenAI's `chat.completion` for a Converse response; also returns the text and usage."""
+    """OpenAI's `chat.completion` for a Converse response; also returns the text and usage.
+
+    `json_tool` names the tool that carries a `response_format` answer: its input becomes
+    the message content.
+    """
     content = ((response.get("output") or {}).get("message") or {}).get("content") or []
     texts: list[str] = []
     reasoning: list[str] = []
+    thinking_blocks: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
     for block in content:
         if "text" in block:
             texts.append(block["text"])
         elif "toolUse" in block:
             use = block["toolUse"]
+            arguments = orjson.dumps(use.get("input", {})).decode()
+            if json_tool is not None and use.get("name") == json_tool:
+                texts.append(arguments)
+                continue
             tool_calls.append(
                 {
                     "id": use.get("toolUseId"),
                     "type": "function",
-                    "function": {
-                        "name": use.get("name"),
-                        "arguments": orjson.dumps(use.get("input", {})).decode(),
-                    },
+                    "function": {"name": use.get("name"), "arguments": arguments},
                 }
             )
         elif "reasoningContent" in block:
             reasoning_text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
             if reasoning_text:
                 reasoning.append(reasoning_text)
+            thinking = _thinking_block(block["reasoningContent"])
+            if thinking is not None:
+                thinking_blocks.append(thinking)
     text = "".join(texts)
     usage = TokenUsage.from_bedrock(response.get("usage") or {})
     message: dict[str, Any] = {"role": "assistant", "content": text if texts or not tool_calls else None}
@@ -413,6 +639,11 @@ def chat_completion(
         message["tool_calls"] = tool_calls
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
+    if thinking_blocks:
+        message["thinking_blocks"] = thinking_blocks
+    stop_reason = response.get("stopReason")
+    if json_tool is not None and stop_reason == "tool_use" and not tool_calls:
+        stop_reason = "end_turn"
     body = {
         "id": completion_id,
         "object": "chat.completion",
@@ -422,7 +653,7 @@ def chat_completion(
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": finish_reason(response.get("stopReason")),
+                "finish_reason": finish_reason(stop_reason),
                 "logprobs": None,
             }
         ],
@@ -439,11 +670,15 @@ class ChatCompletionStream:
     model: str
     include_usage: bool
     created: int = field(default_factory=lambda: int(time.time()))
+    json_tool: str | None = None
+    """The tool carrying a `response_format` answer: its input is streamed as content."""
     usage: TokenUsage = field(default_factory=TokenUsage)
     stop_reason: str | None = None
     latency_ms: int | None = None
     text: list[str] = field(default_factory=list)
     _tool_index: dict[int, int] = field(default_factory=dict)
+    _json_blocks: set[int] = field(default_factory=set)
+    _reasoning: dict[int, list[str]] = field(default_factory=dict)
     _prefix: bytes = b""
 
     def __post_init__(self) -> None:
@@ -471,24 +706,30 @@ class ChatCompletionStream:
         """Frames for one ConverseStream event (often one, sometimes none)."""
         if event_type == "contentBlockDelta":
             delta = payload.get("delta") or {}
+            block = int(payload.get("contentBlockIndex", 0))
             if "text" in delta:
                 self.text.append(delta["text"])
                 return [self._delta({"content": delta["text"]})]
             if "toolUse" in delta:
-                index = self._tool_index.get(int(payload.get("contentBlockIndex", 0)), 0)
                 args = delta["toolUse"].get("input", "")
+                if block in self._json_blocks:
+                    self.text.append(args)
+                    return [self._delta({"content": args})] if args else []
+                index = self._tool_index.get(block, 0)
                 return [self._delta({"tool_calls": [{"index": index, "function": {"arguments": args}}]})]
             if "reasoningContent" in delta:
-                reasoning_text = delta["reasoningContent"].get("text")
-                if reasoning_text:
-                    return [self._delta({"reasoning_content": reasoning_text})]
+                return self._reasoning_delta(block, delta["reasoningContent"])
             return []
         if event_type == "contentBlockStart":
             start = (payload.get("start") or {}).get("toolUse")
             if start:
+                block = int(payload.get("contentBlockIndex", 0))
+                if self.json_tool is not None and start.get("name") == self.json_tool:
+                    self._json_blocks.add(block)
+                    return []
                 # OpenAI numbers tool calls 0, 1, …; Bedrock numbers all content blocks.
                 index = len(self._tool_index)
-                self._tool_index[int(payload.get("contentBlockIndex", 0))] = index
+                self._tool_index[block] = index
                 call = {
                     "index": index,
                     "id": start.get("toolUseId"),
@@ -499,7 +740,10 @@ class ChatCompletionStream:
             return []
         if event_type == "messageStop":
             self.stop_reason = payload.get("stopReason")
-            return [self._delta({}, finish_reason(self.stop_reason))]
+            reason = self.stop_reason
+            if self._json_blocks and not self._tool_index and reason == "tool_use":
+                reason = "end_turn"
+            return [self._delta({}, finish_reason(reason))]
         if event_type == "metadata":
             self.usage = TokenUsage.from_bedrock(payload.get("usage") or {})
             latency = (payload.get("metrics") or {}).get("latencyMs")
@@ -507,6 +751,21 @@ class ChatCompletionStream:
             if self.include_usage:
                 return [self._frame([], self.usage.openai())]
             return []
+        return []
+
+    def _reasoning_delta(self, block: int, reasoning: dict[str, Any]) -> list[bytes]:
+        text = reasoning.get("text")
+        if text:
+            self._reasoning.setdefault(block, []).append(text)
+            return [self._delta({"reasoning_content": text})]
+        if reasoning.get("signature"):
+            # The whole signed block, once complete, so the client can send it back as it is.
+            thinking = "".join(self._reasoning.get(block, []))
+            signed = {"type": "thinking", "thinking": thinking, "signature": reasoning["signature"]}
+            return [self._delta({"thinking_blocks": [signed]})]
+        if reasoning.get("redactedContent"):
+            redacted = {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+            return [self._delta({"thinking_blocks": [redacted]})]
         return []
 
     def done_frame(self) -> bytes:

@@ -12,11 +12,14 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from core.catalogue import CATALOGUE, Catalogue
-from core.settings import Settings
+from core.catalogue_store import CatalogueFollower
+from core.settings import Settings, database_url_from_env
 from translator.asgi import Receive, Reply, Request, Scope, Send, send_json
 from translator.bedrock_client import BedrockRuntime
 from translator.chat_completions import chat_completions
+from translator.embeddings_endpoint import embeddings
 from translator.gateway import Gateway
+from translator.messages_endpoint import count_tokens, messages
 from translator.meter_sink import MeterSink
 from translator.models_endpoint import list_models
 
@@ -28,17 +31,20 @@ Endpoint = Callable[[Gateway, Request], Awaitable[None]]
 
 ROUTES: dict[str, tuple[str, Endpoint]] = {
     "/v1/chat/completions": ("POST", chat_completions),
+    "/v1/embeddings": ("POST", embeddings),
+    "/v1/messages": ("POST", messages),
+    "/v1/messages/count_tokens": ("POST", count_tokens),
     "/v1/models": ("GET", list_models),
 }
 """Path → (method, endpoint)."""
 
 
 class TranslatorApp:
-    """ASGI application: OpenAI-compatible endpoints backed by Bedrock."""
+    """ASGI application: OpenAI- and Anthropic-compatible endpoints backed by Bedrock."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue = CATALOGUE) -> None:
         self.settings = settings
-        self.catalogue = catalogue
+        self.models = CatalogueFollower(settings.database_url or database_url_from_env(), catalogue)
         self.meter = MeterSink(
             settings.meter_url, settings.spool_dir / "translator", settings.meter_flush_interval_ms
         )
@@ -78,15 +84,17 @@ class TranslatorApp:
                     bedrock = BedrockRuntime.from_environment()
                     await bedrock.__aenter__()
                     await self.meter.start()
+                    await self.models.start()
                 except Exception as error:
                     await send(
                         {"type": "lifespan.startup.failed", "message": f"{type(error).__name__}: {error}"}
                     )
                     return
-                self.gateway = Gateway(self.settings, self.catalogue, bedrock, self.meter)
+                self.gateway = Gateway(self.settings, self.models, bedrock, self.meter)
                 log.info("Bedrock endpoint %s (region %s)", bedrock.endpoint_url, bedrock.region)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.models.close()
                 await self.meter.close()
                 if self.gateway is not None:
                     await self.gateway.bedrock.__aexit__(None, None, None)

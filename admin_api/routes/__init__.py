@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from admin_api.routes import health, keys, payments, sessions, statistics, threads, user
+from admin_api.routes import health, keys, models, payments, sessions, statistics, threads, user
 
 __all__ = ["routers"]
 
 routers: tuple[APIRouter, ...] = (
     keys.router,
+    models.router,
     payments.router,
     sessions.router,
     threads.router,

@@ -97,7 +97,16 @@ CASES = [
                 {"text": "42"},
             ]
         ),
-        {"role": "assistant", "content": "42", "reasoning_content": "Think more."},
+        {
+            "role": "assistant",
+            "content": "42",
+            "reasoning_content": "Think more.",
+            # Signed and redacted blocks go back to the client to send again; unsigned ones cannot.
+            "thinking_blocks": [
+                {"type": "thinking", "thinking": "Think", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "b3BhcXVl"},
+            ],
+        },
         "stop",
         "42",
         usage(10, 5),

@@ -160,6 +160,18 @@ CASES = [
             FIRST,
             delta({"reasoning_content": "Let me think"}),
             delta({"reasoning_content": " carefully."}),
+            # The signed block, whole, for the client to send back with its next turn.
+            delta(
+                {
+                    "thinking_blocks": [
+                        {
+                            "type": "thinking",
+                            "thinking": "Let me think carefully.",
+                            "signature": "EqQBCkYIBRgCKkA",
+                        }
+                    ]
+                }
+            ),
             text("42"),
             delta({}, "stop"),
             usage(30, 60),
@@ -169,7 +181,7 @@ CASES = [
         "end_turn",
         (30, 60, 0, 0),
         321,
-        id="reasoning-signature-not-sent",
+        id="reasoning-with-signed-thinking-block",
     ),
     pytest.param(
         "max_tokens",
