@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from authz.budget import Ledger
-from authz.rate_limit import RateLimiter
+from authz.rate_limit import RateLimiter, lease_size, window_of
 
 __all__ = ["BudgetStore"]
 
@@ -55,9 +55,10 @@ WITH k AS (
       AND r.heartbeat_at > now() - interval '10 seconds'  -- DEAD_AFTER_S
 ), granted AS (
     -- At least what is needed; at most the chunk asked for, and at most half of what is
-    -- still free, so that near the limit replicas share what is left instead of one
-    -- replica taking it all.
-    SELECT GREATEST($3::numeric, LEAST($5::numeric, $3 + (k.headroom - held.amount - $3) / 2)) AS amount
+    -- still free, in whole multiples of this request's cost ($6), so that near the limit
+    -- replicas share what is left without stranding fractions no request fits in.
+    SELECT LEAST($5::numeric,
+                 $3 + floor((k.headroom - held.amount - $3) / 2 / $6) * $6) AS amount
     FROM k, held
     WHERE k.headroom - held.amount >= $3
 )
@@ -144,6 +145,8 @@ class BudgetStore:
             with_deadline.result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     @property
     def ready(self) -> bool:
@@ -161,6 +164,25 @@ class BudgetStore:
 
     # --- called from gRPC threads ----------------------------------------------------------
 
+    def reserve(self, key_id: int, request_id: str, cost: Decimal, month: dt.date) -> bool:
+        """Reserve `cost` for a request: locally if the grant allows, else after a larger grant."""
+        for _ in range(3):
+            if self.ledger.try_reserve(key_id, request_id, cost):
+                return True
+            # Room for this request and, if the key can pay it, 63 more like it.
+            if not self.grant(key_id, cost, cost * 63, month):
+                return False
+        return self.ledger.try_reserve(key_id, request_id, cost)
+
+    def take_permit(self, key_id: int, limit: int, now: float) -> int | None:
+        """Take one of the key's rate-limit permits: None if taken, else seconds to wait."""
+        window = window_of(now)
+        if self.limiter.try_take(key_id, window):
+            return None
+        if self.lease(key_id, window, lease_size(limit), limit) and self.limiter.try_take(key_id, window):
+            return None
+        return max(1, int(window + 60 - now) + 1)
+
     def grant(
         self, key_id: int, amount: Decimal, chunk: Decimal, month: dt.date, timeout: float = 2.0
     ) -> bool:
@@ -173,6 +195,8 @@ class BudgetStore:
 
     async def _grant(self, key_id: int, amount: Decimal, chunk: Decimal, month: dt.date) -> bool:
         assert self._pool is not None
+        if amount <= 0:
+            return True  # a free request always fits
         async with self._key_lock(key_id):
             # Computed under the lock: a grant made meanwhile may already cover this request.
             needed = self.ledger.needed_grant(key_id, amount)
@@ -180,7 +204,7 @@ class BudgetStore:
                 return True
             released_before = self.ledger.released_total(key_id)
             granted = await self._pool.fetchval(
-                _GRANT, key_id, self.replica_id, needed, month, needed + chunk
+                _GRANT, key_id, self.replica_id, needed, month, needed + chunk, amount
             )
             if granted is None:
                 return False

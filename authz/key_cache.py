@@ -14,10 +14,12 @@ asyncio loop; single dict operations and whole-dict swaps are atomic under the G
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import json
 import logging
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +32,9 @@ __all__ = ["KeyCache"]
 log = logging.getLogger("authz.keys")
 
 CHANNEL = "brproxy_key_changed"
+MISS_LOOKUPS_PER_S = 50
+MISS_TTL_S = 2.0
+MISS_TIMEOUT_S = 0.5
 _SELECT_ALL = (
     "SELECT id, key_hash, role, month_quota, month_fee, fee_month, balance, disabled, rate_limit_rpm"
     " FROM api_keys"
@@ -80,11 +85,64 @@ class KeyCache:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="key-cache", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._misses: dict[bytes, float] = {}
+        self._miss_lock = threading.Lock()
+        self._miss_tokens = float(MISS_LOOKUPS_PER_S)
+        self._miss_at = time.monotonic()
+        self._fetch_lock = asyncio.Lock()
+        self._fetch_connection: asyncpg.Connection | None = None
 
     # --- read side (gRPC threads) -------------------------------------------------------
 
     def lookup(self, key_hash: bytes) -> KeyRecord | None:
-        return self._by_hash.get(key_hash)
+        """The key with this hash, from memory; a miss is checked once against Postgres.
+
+        A key created a moment ago on another replica may not have been announced here yet,
+        so a miss asks the database (at most MISS_LOOKUPS_PER_S a second, and a hash found
+        missing is not asked about again for MISS_TTL_S): a flood of invalid keys costs the
+        database almost nothing.
+        """
+        record = self._by_hash.get(key_hash)
+        if record is not None or not self._loaded.is_set():
+            return record
+        now = time.monotonic()
+        if self._misses.get(key_hash, 0.0) > now or not self._take_miss_budget(now):
+            return None
+        loop = self._loop
+        if loop is None:
+            return None
+        try:
+            record = asyncio.run_coroutine_threadsafe(self._fetch(key_hash), loop).result(MISS_TIMEOUT_S)
+        except (concurrent.futures.TimeoutError, OSError, asyncpg.PostgresError):
+            return None
+        if record is None:
+            if len(self._misses) > 10_000:
+                self._misses.clear()
+            self._misses[key_hash] = now + MISS_TTL_S
+        return record
+
+    def _take_miss_budget(self, now: float) -> bool:
+        with self._miss_lock:
+            self._miss_tokens = min(
+                MISS_LOOKUPS_PER_S, self._miss_tokens + (now - self._miss_at) * MISS_LOOKUPS_PER_S
+            )
+            self._miss_at = now
+            if self._miss_tokens < 1:
+                return False
+            self._miss_tokens -= 1
+            return True
+
+    async def _fetch(self, key_hash: bytes) -> KeyRecord | None:
+        async with self._fetch_lock:
+            if self._fetch_connection is None or self._fetch_connection.is_closed():
+                self._fetch_connection = await asyncpg.connect(self._database_url, timeout=MISS_TIMEOUT_S)
+            row = await self._fetch_connection.fetchrow(_SELECT_ALL + " WHERE key_hash = $1", key_hash)
+        if row is None:
+            return None
+        record = _record_from_row(row)
+        self._hash_by_id[record.id] = record.key_hash
+        self._by_hash[record.key_hash] = record
+        return record
 
     @property
     def ready(self) -> bool:
@@ -147,6 +205,8 @@ class KeyCache:
         self._loop = loop
         try:
             loop.run_until_complete(self._follow())
+            if self._fetch_connection is not None and not self._fetch_connection.is_closed():
+                loop.run_until_complete(self._fetch_connection.close())
         finally:
             loop.close()
 

@@ -30,7 +30,7 @@ from authz.budget_store import BudgetStore
 from authz.decision import Allow, Decision, KeyRecord, decide
 from authz.estimate import EstimateSettings, estimate_cost
 from authz.key_cache import KeyCache
-from authz.rate_limit import RateLimiter, lease_size, window_of
+from authz.rate_limit import RateLimiter
 from core.api_keys import hash_key
 from core.catalogue import CATALOGUE, Catalogue
 from core.errors import error_body
@@ -111,7 +111,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         path = http.path.split("?", 1)[0]
         try:
             if record.rate_limit_rpm > 0:
-                retry_after = self._take_permit(record)
+                retry_after = self._store.take_permit(record.id, record.rate_limit_rpm, time.time())
                 if retry_after is not None:
                     body = error_body(
                         path, 429, f"Rate limit of {record.rate_limit_rpm} requests per minute reached.",
@@ -121,7 +121,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             body_head = http.raw_body or http.body.encode()
             size = int(http.headers.get("content-length") or len(body_head))
             cost = estimate_cost(path, body_head, size, self._catalogue, self._estimates)
-            if not self._reserve(record, http.id or "", cost):
+            if not self._store.reserve(record.id, http.id or "", cost, self._month.current()):
                 left = headroom(
                     record.month_quota,
                     record.month_fee,
@@ -140,30 +140,6 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             log.warning("budget check failed (%s); refusing", type(error).__name__)
             return self._unavailable("Billing is unavailable for a moment; try again.")
         return None
-
-    def _take_permit(self, record: KeyRecord) -> int | None:
-        """None when a permit was taken; else seconds until the next window."""
-        now = time.time()
-        window = window_of(now)
-        limiter = self._store.limiter
-        if limiter.try_take(record.id, window):
-            return None
-        limit = record.rate_limit_rpm
-        if self._store.lease(record.id, window, lease_size(limit), limit) and limiter.try_take(
-            record.id, window
-        ):
-            return None
-        return max(1, int(window + 60 - now) + 1)
-
-    def _reserve(self, record: KeyRecord, request_id: str, cost: Decimal) -> bool:
-        ledger = self._store.ledger
-        for _ in range(3):
-            if ledger.try_reserve(record.id, request_id, cost):
-                return True
-            # Ask for room for this request and (if the key can pay it) 63 more like it.
-            if not self._store.grant(record.id, cost, cost * 63, self._month.current()):
-                return False
-        return ledger.try_reserve(record.id, request_id, cost)
 
     def _allowed_response(self, allow: Allow) -> external_auth_pb2.CheckResponse:
         # Responses are immutable per (key, role), so build each once.

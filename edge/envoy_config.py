@@ -62,6 +62,8 @@ from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Liste
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
+    RetryPolicy,
+    RetryPolicyRetryBackOff,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -190,7 +192,7 @@ def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> Cluster:
         circuit_breakers=CircuitBreakers(
             thresholds=[
                 CircuitBreakersThresholds(
-                    max_connections=_BIG, max_pending_requests=_BIG, max_requests=_BIG, max_retries=3
+                    max_connections=_BIG, max_pending_requests=_BIG, max_requests=_BIG, max_retries=_BIG
                 )
             ]
         ),
@@ -260,7 +262,17 @@ def _routes() -> list[Route]:
     no_authz = {_EXT_AUTHZ: AnyProto.pack(ExtAuthzPerRoute(disabled=True))}
     # No overall deadline for model calls: a long generation streams for minutes. Idle
     # streams are bounded by the connection manager's stream_idle_timeout instead.
-    streaming = RouteAction(cluster="translator", timeout=dt.timedelta(seconds=0))
+    # A service restarting (crash, deploy) refuses connections for a moment: retry those,
+    # and only those, since such a request never reached the service (a model call is never
+    # made twice).
+    retry = RetryPolicy(
+        retry_on="connect-failure,refused-stream",
+        num_retries=10,
+        retry_back_off=RetryPolicyRetryBackOff(
+            base_interval=dt.timedelta(milliseconds=100), max_interval=dt.timedelta(seconds=1)
+        ),
+    )
+    streaming = RouteAction(cluster="translator", timeout=dt.timedelta(seconds=0), retry_policy=retry)
     # authz reads the model and max_tokens from the head of a model call's body to reserve
     # its cost; the head only: a long prompt never crosses that hop in full.
     body_head = {
@@ -283,11 +295,11 @@ def _routes() -> list[Route]:
         Route(match=RouteMatch(prefix="/v1/"), route=streaming, typed_per_filter_config=body_head),
         Route(
             match=RouteMatch(prefix="/admin/"),
-            route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60)),
+            route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60), retry_policy=retry),
         ),
         Route(
             match=RouteMatch(prefix="/user/"),
-            route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60)),
+            route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60), retry_policy=retry),
         ),
         Route(match=RouteMatch(prefix="/"), direct_response=_json_404(), typed_per_filter_config=no_authz),
     ]
@@ -339,6 +351,8 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         stat_prefix="brproxy",
         codec_type=HttpConnectionManagerCodecType.AUTO,
         use_remote_address=True,
+        # The request id is the usage event's id: a client can quote it to find its thread.
+        always_set_request_id_in_response=True,
         normalize_path=True,
         merge_slashes=True,
         stream_idle_timeout=dt.timedelta(seconds=900),

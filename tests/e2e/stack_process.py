@@ -76,9 +76,19 @@ class Stack:
         data: dict[str, Any] = response.json()["data"]
         return data
 
+    def _url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        # The embedded Postgres: its port is on its command line, its password in the data dir.
+        postmaster = self.processes(str(self.data_dir / "pgdata"))[0]
+        arguments = postmaster.cmdline()
+        port = arguments[arguments.index("-p") + 1]
+        password = (self.data_dir / "pg-password").read_text().strip()
+        return f"postgresql://brproxy:{password}@127.0.0.1:{port}/brproxy"
+
     def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:
-            connection = await asyncpg.connect(self.database_url)
+            connection = await asyncpg.connect(self._url())
             try:
                 return list(await connection.fetch(query, *args))
             finally:
@@ -159,6 +169,9 @@ def start_stack(
             line = None
         if line is None:
             process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
             raise AssertionError("brproxy up did not become ready:\n" + "".join(output[-80:]))
         if line.startswith("TLS certificate: "):
             cert = Path(line.split(": ", 1)[1].strip())

@@ -374,3 +374,11 @@ def test_stream_is_not_buffered_anywhere(stack: Any, user: dict[str, Any]) -> No
     assert arrivals[-1] - arrivals[0] >= 0.9, arrivals
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert sum(gap > 0.15 for gap in gaps) >= 4, arrivals
+
+
+def test_a_new_key_works_at_once(stack: Any, admin_key: str) -> None:
+    """Even before authz hears of it, a key created a moment ago is admitted (looked up once)."""
+    for i in range(5):
+        key = stack.create_key(f"instant-{i}", month_quota=1, admin_key=admin_key)
+        with stack.client(key["api_key"]) as client:
+            assert client.get("/user/api-key/mine").status_code == 200

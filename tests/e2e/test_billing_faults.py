@@ -1,0 +1,177 @@
+"""Billing you can trust: exact metering while parts of the stack crash, and bounded overspend."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from load_client import Load, chat_body, run_load
+from stack_process import Stack, start_stack, stop_stack
+
+from core.catalogue import CATALOGUE
+from core.pricing import MILLION
+
+pytestmark = pytest.mark.e2e
+
+LOAD = 240
+CONCURRENCY = 8
+
+
+def assert_every_success_billed_once(stack: Stack, key_id: int, load: Load, timeout: float = 60.0) -> None:
+    """Every answer a client received is a thread with exactly the usage the client saw."""
+    expected = {o.request_id: (o.prompt_tokens, o.completion_tokens) for o in load.ok}
+    assert None not in expected, "Envoy must return x-request-id"
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = stack.sql(
+            "SELECT event_id::text AS id, tokens_in, tokens_out FROM threads"
+            " WHERE event_id = ANY($1::uuid[])",
+            list(expected),
+        )
+        if len(rows) == len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    billed = {r["id"]: (r["tokens_in"], r["tokens_out"]) for r in rows}
+    missing = set(expected) - set(billed)
+    assert not missing, f"{len(missing)} answered requests were never billed"
+    assert billed == expected
+    # The key's totals are exactly the sum of its threads: nothing counted twice.
+    totals = stack.sql(
+        "SELECT k.total_fee, (SELECT coalesce(sum(fee), 0) FROM threads WHERE key_id = k.id) AS threads_fee,"
+        " (SELECT count(*) FROM threads WHERE key_id = k.id) AS threads,"
+        " (SELECT count(DISTINCT event_id) FROM threads WHERE key_id = k.id) AS distinct_events"
+        " FROM api_keys k WHERE k.id = $1",
+        key_id,
+    )[0]
+    assert totals["total_fee"] == totals["threads_fee"]
+    assert totals["threads"] == totals["distinct_events"]
+
+
+def _kill_and_wait_restart(stack: Stack, module: str, sig: int = signal.SIGKILL) -> None:
+    victims = stack.processes(module)
+    assert victims, f"no process {module}"
+    old = {p.pid for p in victims}
+    for process in victims:
+        process.send_signal(sig)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        fresh = [p for p in stack.processes(module) if p.pid not in old]
+        if fresh:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{module} was not restarted")
+
+
+@pytest.mark.parametrize(
+    "victim",
+    [
+        pytest.param("-m meter", id="meter-sigkill"),
+        pytest.param("-m translator", id="translator-sigkill"),
+    ],
+)
+def test_killed_service_mid_load_loses_no_billing(stack: Stack, victim: str) -> None:
+    key = stack.create_key(f"load-{victim}", month_quota=1000)
+
+    async def kill(_done: int) -> None:
+        await asyncio.to_thread(_kill_and_wait_restart, stack, victim)
+
+    bodies = [chat_body(i, stream=(i % 3 == 0)) for i in range(LOAD)]
+    load = asyncio.run(run_load(stack.base_url, stack.verify, key["api_key"], bodies, CONCURRENCY, kill))
+    statuses = collections.Counter((o.status, (o.error or "")[:60]) for o in load.outcomes)
+    assert len(load.ok) >= LOAD * 0.8, statuses
+    if victim == "-m meter":
+        # The request path never waits on the meter: nothing failed while it was down.
+        assert len(load.ok) == LOAD
+    assert_every_success_billed_once(stack, key["id"], load)
+
+
+def test_postgres_restart_mid_load_loses_no_billing(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path / "data", None)  # embedded Postgres, restarted by the supervisor
+    try:
+        key = stack.create_key("pg-restart", month_quota=1000)
+
+        async def restart_postgres(_done: int) -> None:
+            postmaster = [
+                p for p in stack.descendants() if p.name() == "postgres" and p.ppid() == stack.process.pid
+            ]
+            assert postmaster
+            await asyncio.to_thread(postmaster[0].send_signal, signal.SIGINT)
+
+        bodies = [chat_body(i, stream=(i % 2 == 0)) for i in range(LOAD)]
+        load = asyncio.run(
+            run_load(stack.base_url, stack.verify, key["api_key"], bodies, CONCURRENCY, restart_postgres)
+        )
+        # Requests fail cleanly (a JSON error with a 5xx status) or succeed.
+        for outcome in load.outcomes:
+            assert outcome.status in (200, 502, 503, 504), outcome
+        assert len(load.ok) >= LOAD // 3
+        assert any("postgres exited" in line or "postgres killed" in line for line in stack.output)
+        deadline = time.monotonic() + 60
+        with stack.client() as client:
+            while client.get("/health").status_code != 200:
+                assert time.monotonic() < deadline, "".join(stack.output[-40:])
+                time.sleep(0.2)
+        assert_every_success_billed_once(stack, key["id"], load)
+    finally:
+        assert not stop_stack(stack)
+
+
+def test_fifty_concurrent_streams_cannot_spend_past_the_balance(stack: Stack) -> None:
+    """Reservations bound overspend: sum of max(0, actual - estimate) over admitted requests."""
+    max_tokens = 2000
+    prices = CATALOGUE.resolve("claude-3-haiku")
+    assert prices is not None
+    body = chat_body(0, tokens=max_tokens, stream=True, max_tokens=max_tokens)
+    body["messages"][0]["content"] += " [[sim:tokens_per_second=4000]]"  # keep them in flight together
+    # What authz reserves per request (an upper estimate: output at max_tokens) ...
+    estimate_out = max_tokens * prices.prices.output / MILLION
+    balance = (estimate_out * 10 + Decimal("0.0005")).quantize(Decimal("0.000001"))
+    key = stack.create_key("fifty-streams", month_quota=0, balance=str(balance))
+
+    load = asyncio.run(run_load(stack.base_url, stack.verify, key["api_key"], [body] * 50, 50))
+
+    admitted = load.ok
+    refused = [o for o in load.outcomes if o.status == 429]
+    assert len(admitted) + len(refused) == 50, [o.error for o in load.outcomes][:5]
+    assert 5 <= len(admitted) <= 10
+    assert_every_success_billed_once(stack, key["id"], load)
+    row = stack.sql("SELECT balance, total_fee FROM api_keys WHERE id = $1", key["id"])[0]
+    # Every estimate covered its actual cost, so the documented bound is zero: no overspend.
+    assert row["total_fee"] <= balance
+    assert row["balance"] >= 0
+
+
+def test_refusal_explains_the_estimate(stack: Stack) -> None:
+    key = stack.create_key("tiny-balance", month_quota=0, balance="0.00001")
+    with stack.client(key["api_key"]) as client:
+        response = client.post("/v1/chat/completions", json=chat_body(0, max_tokens=4096))
+    assert response.status_code == 429
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == "insufficient_quota"
+    assert "may cost up to $" in error["message"] and "max_tokens" in error["message"]
+
+
+def test_usage_events_survive_in_the_spool_while_the_meter_is_stopped(stack: Stack) -> None:
+    """With the meter frozen, answers keep coming and billing catches up once it is back."""
+    meter = stack.processes("-m meter")[0]
+    key = stack.create_key("frozen-meter", month_quota=1000)
+    meter.suspend()
+    try:
+        bodies = [chat_body(i) for i in range(40)]
+        load = asyncio.run(run_load(stack.base_url, stack.verify, key["api_key"], bodies, 4))
+        assert len(load.ok) == 40
+        spool = list((stack.data_dir / "spool" / "translator").glob("*.jsonl"))
+        assert spool, "the undelivered events must be on disk"
+    finally:
+        meter.resume()
+    assert_every_success_billed_once(stack, key["id"], load)
+    deadline = time.monotonic() + 10
+    while list((stack.data_dir / "spool" / "translator").glob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list((stack.data_dir / "spool" / "translator").glob("*.jsonl"))
