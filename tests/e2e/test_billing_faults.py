@@ -175,3 +175,46 @@ def test_usage_events_survive_in_the_spool_while_the_meter_is_stopped(stack: Sta
     while list((stack.data_dir / "spool" / "translator").glob("*.jsonl")) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not list((stack.data_dir / "spool" / "translator").glob("*.jsonl"))
+
+
+def test_an_abandoned_stream_is_billed_for_what_was_produced(stack: Stack) -> None:
+    key = stack.create_key("abandons", month_quota=10)
+    body = chat_body(0, tokens=200, stream=True)
+    body["messages"][0]["content"] += " [[sim:tokens_per_second=20]]"
+    with (
+        stack.client(key["api_key"]) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as r,
+    ):
+        request_id = r.headers["x-request-id"]
+        received = 0
+        for line in r.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                received += 1
+            if received == 3:
+                break  # the client goes away mid-answer
+    rows = stack.wait_for("SELECT * FROM threads WHERE event_id = $1::uuid", request_id)
+    assert rows, "an abandoned stream must still be billed"
+    thread = rows[0]
+    assert thread["status"] == "client_closed"
+    assert thread["estimated"] is True  # Bedrock never reported usage for it
+    assert 3 <= thread["tokens_out"] < 200
+    assert thread["fee"] > 0
+
+
+def test_a_stream_bedrock_breaks_is_billed_and_ends_with_an_error(stack: Stack) -> None:
+    key = stack.create_key("broken", month_quota=10)
+    body = chat_body(0, tokens=50, stream=True)
+    body["messages"][0]["content"] += " [[sim:stream_error=modelStreamErrorException after=5]]"
+    with (
+        stack.client(key["api_key"]) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as r,
+    ):
+        request_id = r.headers["x-request-id"]
+        lines = [line for line in r.iter_lines() if line]
+    assert r.status_code == 200
+    assert "[DONE]" not in lines[-1]  # not a fake success
+    assert '"error"' in lines[-1]
+    thread = stack.wait_for("SELECT * FROM threads WHERE event_id = $1::uuid", request_id)[0]
+    assert thread["status"] == "error"
+    assert thread["estimated"] is True
+    assert thread["tokens_out"] >= 1 and thread["fee"] > 0
