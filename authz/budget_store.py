@@ -25,6 +25,7 @@ import asyncpg
 
 from authz.budget import Ledger
 from authz.rate_limit import RateLimiter, lease_size, window_of
+from core.catalogue_store import CatalogueFollower
 
 __all__ = ["BudgetStore"]
 
@@ -93,6 +94,9 @@ class BudgetStore:
         self._key_locks: dict[int, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
+        # The model catalogue as admins edited it (prices for the estimates), followed on
+        # this store's loop; readers take `.catalogue`, swapped whole on every change.
+        self.models = CatalogueFollower(database_url)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -121,6 +125,7 @@ class BudgetStore:
             except (OSError, asyncpg.PostgresError) as error:
                 log.warning("cannot register this replica (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
+        await self.models.start()
         self._ready.set()
         self._tasks = [
             asyncio.create_task(self._heartbeat()),
@@ -132,6 +137,7 @@ class BudgetStore:
         async def shutdown() -> None:
             for task in self._tasks:
                 task.cancel()
+            await self.models.close()
             if self._pool is not None:
                 # Our grants go with us: other replicas may use that money at once.
                 with contextlib.suppress(OSError, asyncpg.PostgresError):

@@ -32,7 +32,6 @@ from authz.estimate import EstimateSettings, estimate_cost
 from authz.key_cache import KeyCache
 from authz.rate_limit import RateLimiter
 from core.api_keys import hash_key
-from core.catalogue import CATALOGUE, Catalogue
 from core.errors import error_body
 from core.internal_headers import KEY_ID, KEY_ROLE
 from core.quota import billing_month, headroom, spends_money
@@ -69,12 +68,9 @@ class _MonthClock:
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Envoy's ext_authz API, deciding from the in-memory key cache."""
 
-    def __init__(
-        self, keys: KeyCache, settings: Settings, store: BudgetStore, catalogue: Catalogue = CATALOGUE
-    ) -> None:
+    def __init__(self, keys: KeyCache, settings: Settings, store: BudgetStore) -> None:
         self._keys = keys
         self._store = store
-        self._catalogue = catalogue
         self._estimates = EstimateSettings()
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         self._bootstrap_hash = hash_key(admin_key) if admin_key else None
@@ -120,7 +116,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                     return self._denied(429, orjson.dumps(body), retry_after)
             body_head = http.raw_body or http.body.encode()
             size = int(http.headers.get("content-length") or len(body_head))
-            cost = estimate_cost(path, body_head, size, self._catalogue, self._estimates)
+            cost = estimate_cost(path, body_head, size, self._store.models.catalogue, self._estimates)
             if not self._store.reserve(record.id, http.id or "", cost, self._month.current()):
                 left = headroom(
                     record.month_quota,
