@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,8 @@ import anthropic
 import httpx2
 import pytest
 from stack_process import Stack
+
+from core.catalogue import CATALOGUE
 
 pytestmark = pytest.mark.e2e
 
@@ -375,3 +378,22 @@ def test_models_for_claude_code_discovery(stack: Stack, key: dict[str, Any]) -> 
     assert response.status_code == 200 and body["has_more"] is False
     claude = [m for m in body["data"] if "claude" in m["id"]]
     assert claude and all(m["type"] == "model" and m["display_name"] and m["created_at"] for m in claude)
+
+
+def test_a_beta_bedrock_refuses_is_retried_without_betas(stack: Stack, client: anthropic.Anthropic) -> None:
+    """The betas Bedrock takes change over time: if it says "invalid beta flag", call again without."""
+    admin = stack.create_key("beta-admin", role="admin")["api_key"]
+    betas = sorted(CATALOGUE.entry("claude-opus-4-8").betas | {"made-up-beta-2030-01-01"})  # type: ignore[union-attr]
+    edited = stack.admin(
+        "POST", "/admin/model/update", admin, json={"name": "claude-opus-4-8", "betas": betas}
+    )
+    assert edited.status_code == 200, edited.text
+    time.sleep(0.5)  # the translator follows the change notification
+    message = client.messages.create(
+        model="claude-opus-4-8",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": "made-up-beta-2030-01-01"},
+    )
+    assert message.stop_reason == "end_turn"
+    stack.admin("POST", "/admin/model/reset", admin, json={"name": "claude-opus-4-8"})

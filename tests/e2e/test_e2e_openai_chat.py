@@ -423,6 +423,22 @@ def test_keepalives_while_waiting_for_the_first_token(stack: Stack, key: dict[st
     assert lines[-1] == "data: [DONE]"
 
 
+def test_anthropic_pings_while_waiting_for_the_first_token(stack: Stack, key: dict[str, Any]) -> None:
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 20,
+        "stream": True,
+        "messages": [{"role": "user", "content": "slow start [[sim: latency_ms=1200 tokens=2]]"}],
+    }
+    headers = {"x-api-key": key["api_key"]}
+    with stack.client() as http, http.stream("POST", "/v1/messages", json=body, headers=headers) as response:
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("event: ")]
+    first = events.index("event: message_start")
+    assert first >= 2 and set(events[:first]) == {"event: ping"}
+    assert events[-1] == "event: message_stop"
+
+
 @pytest.mark.parametrize(
     ("error", "exception", "status"),
     [
