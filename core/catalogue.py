@@ -474,27 +474,21 @@ CATALOGUE = Catalogue(
             betas=_BETAS_4_6,
             capabilities=_CLAUDE_4_5,
         ),
-        _anthropic(
-            "claude-opus-4-7",
-            "anthropic.claude-opus-4-7",
-            _p("5", "25", "0.5", "6.25"),
-            (),
-            _ALL_GEOS,
-            geo_premium=True,
-            capabilities=_CLAUDE_4_5,
-            context_window=1_000_000,
-            betas=frozenset({_INTERLEAVED}),
-        ),
-        _anthropic(
-            "claude-opus-4-8",
-            "anthropic.claude-opus-4-8",
-            _p("5", "25", "0.5", "6.25"),
-            (),
-            _ALL_GEOS,
-            geo_premium=True,
-            capabilities=_CLAUDE_4_5,
-            context_window=1_000_000,
-            betas=frozenset({_INTERLEAVED}),
+        # From 4.7 on the id is undated: `anthropic.<API name>`. Bedrock took only the
+        # interleaved-thinking beta for them at launch.
+        *(
+            _anthropic(
+                name,
+                f"anthropic.{name}",
+                _p("5", "25", "0.5", "6.25"),
+                (),
+                _ALL_GEOS,
+                geo_premium=True,
+                capabilities=_CLAUDE_4_5,
+                context_window=1_000_000,
+                betas=frozenset({_INTERLEAVED}),
+            )
+            for name in ("claude-opus-4-7", "claude-opus-4-8")
         ),
         # --- Amazon Nova ------------------------------------------------------------------
         ModelEntry(

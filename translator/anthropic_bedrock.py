@@ -29,7 +29,13 @@ import orjson
 
 from core.catalogue import ModelEntry
 from core.errors import anthropic_error
-from translator.converse_helpers import IMAGE_MEDIA_TYPES, InvalidRequest, check_image_data, require
+from translator.converse_helpers import (
+    IMAGE_MEDIA_TYPES,
+    InvalidRequest,
+    check_image_data,
+    json_body,
+    require,
+)
 
 __all__ = [
     "BEDROCK_ANTHROPIC_VERSION",
@@ -148,13 +154,7 @@ class AnthropicRequest:
 
     @classmethod
     def parse(cls, raw: bytes, *, count_tokens: bool = False) -> AnthropicRequest:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("The request body is not valid JSON.") from None
-        require(isinstance(body, dict), "The request body must be a JSON object.", "body")
-        model = body.get("model")
-        require(isinstance(model, str) and model != "", "model: Field required", "model")
+        body, model = json_body(raw, "model: Field required")
         if not count_tokens:
             max_tokens = body.get("max_tokens")
             require(
@@ -163,7 +163,8 @@ class AnthropicRequest:
                 "max_tokens",
             )
         messages = body.get("messages")
-        require(isinstance(messages, list) and len(messages) > 0, "messages: Field required", "messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequest("messages: Field required", "messages")
         for index, message in enumerate(messages):
             p = f"messages.{index}"
             require(isinstance(message, dict), "each message must be an object", p)

@@ -7,8 +7,6 @@ buffered), and hand the usage event to the meter however the call ended.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 
 import orjson
@@ -19,7 +17,7 @@ from translator.bedrock_client import BedrockStream
 from translator.bedrock_errors import BedrockError
 from translator.gateway import Gateway, estimate_tokens
 from translator.openai_bedrock import ChatCompletionStream, InvalidRequest, OpenAIChatRequest, chat_completion
-from translator.sse import OPENAI_KEEPALIVE, SseResponse, close_on_disconnect
+from translator.sse import OPENAI_KEEPALIVE, SseResponse, relaying
 
 __all__ = ["chat_completions"]
 
@@ -37,14 +35,10 @@ async def chat_completions(gateway: Gateway, request: Request) -> None:
         chat.fit_to_model(converse, resolved.entry)
     except InvalidRequest as error:
         raise Reply.error(request.path, error.status, error.message, param=error.param) from None
-    session = request.header(b"session-id")
-    event = UsageEvent(
-        event_id=request.request_id,
-        key_id=key_id,
-        model=chat.model,
-        bedrock_model_id=resolved.bedrock_id,
-        occurred_at=time.time(),
-        client_session_id=session[:200] if session else None,
+    event = gateway.usage_event(
+        request,
+        chat.model,
+        resolved,
         stream=chat.stream,
         prompt=chat.last_user_text(),
         whole_prompt=chat.messages,
@@ -103,31 +97,23 @@ async def _stream(
         # Keep-alives already went out with a 200: the failure can only be an error frame.
         await sse.end(frames.error_frame(error.client_message, "server_error", error.name))
         return
-    # uvicorn drops writes to a closed connection silently, so watch for the client
-    # leaving and stop reading Bedrock then (what it produced so far is still billed).
-    watcher = asyncio.create_task(close_on_disconnect(request.receive, upstream, event))
     try:
-        await sse.write(frames.first_frame())
-        try:
-            async for event_type, payload in upstream.events():
-                for frame in frames.on_event(event_type, payload):
-                    await sse.write(frame)
-        except BedrockError as error:
-            # Ends the stream with an error frame, not a fake [DONE]: the client must
-            # know the answer is incomplete.
-            event.status = "error"
+        async with relaying(sse, upstream, request.receive, event):
+            await sse.write(frames.first_frame())
+            try:
+                async for event_type, payload in upstream.events():
+                    for frame in frames.on_event(event_type, payload):
+                        await sse.write(frame)
+            except BedrockError as error:
+                # Ends the stream with an error frame, not a fake [DONE]: the client must
+                # know the answer is incomplete.
+                event.status = "error"
+                upstream.finished = True
+                await sse.end(frames.error_frame(error.client_message, "server_error", error.name))
+                return
             upstream.finished = True
-            await sse.end(frames.error_frame(error.client_message, "server_error", error.name))
-            return
-        upstream.finished = True
-        await sse.end(frames.done_frame())
-    except (OSError, asyncio.CancelledError):
-        event.status = "client_closed"
-        raise
+            await sse.end(frames.done_frame())
     finally:
-        sse.stop_keepalive()
-        watcher.cancel()
-        await upstream.close()
         _finish_stream_event(gateway, request, event, frames, upstream)
 
 

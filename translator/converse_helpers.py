@@ -11,6 +11,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 __all__ = [
     "CACHE_POINT",
     "IMAGE_MEDIA_TYPES",
@@ -18,6 +20,7 @@ __all__ = [
     "InvalidRequest",
     "TokenUsage",
     "check_image_data",
+    "json_body",
     "require",
 ]
 
@@ -49,6 +52,20 @@ class InvalidRequest(Exception):
 def require(condition: bool, message: str, param: str | None) -> None:
     if not condition:
         raise InvalidRequest(message, param)
+
+
+def json_body(raw: bytes, model_message: str = "model is required") -> tuple[dict[str, Any], str]:
+    """A request body that must be a JSON object naming a model: (body, model)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", "body")
+    model = body.get("model")
+    if not isinstance(model, str) or model == "":
+        raise InvalidRequest(model_message, "model")
+    return body, model
 
 
 def check_image_data(data: Any, param: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from core.usage import UsageEvent
 from translator.asgi import Reply, Request, send_json
 from translator.bedrock_client import InvokeResult
 from translator.bedrock_errors import BedrockError
@@ -59,15 +58,12 @@ async def embeddings(gateway: Gateway, request: Request) -> None:
         vectors.extend(batch)
         reported = outcome.input_tokens if outcome.input_tokens is not None else counted
         tokens += reported if reported is not None else estimate_tokens(body.decode())
-    session = request.header(b"session-id")
-    event = UsageEvent(
-        event_id=request.request_id,
-        key_id=key_id,
-        model=parsed.model,
-        bedrock_model_id=resolved.bedrock_id,
+    event = gateway.usage_event(
+        request,
+        parsed.model,
+        resolved,
         occurred_at=started,
         input_tokens=tokens,
-        client_session_id=session[:200] if session else None,
         prompt=parsed.texts[0][:2000],
         first_byte_latency_ms=max((r.first_byte_ms for r in results), default=None),
         invocation_latency_ms=max((r.invocation_latency_ms or 0 for r in results), default=0) or None,

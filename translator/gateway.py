@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from core.catalogue import Catalogue, ResolvedModel
 from core.catalogue_store import CatalogueFollower
@@ -15,12 +16,18 @@ from translator.bedrock_client import BedrockRuntime
 from translator.bedrock_errors import BedrockError
 from translator.meter_sink import MeterSink
 
-__all__ = ["Gateway", "estimate_tokens"]
+__all__ = ["Gateway", "estimate_tokens", "session_id"]
 
 
 def estimate_tokens(text: str) -> int:
     """A rough token count (4 characters a token) for calls Bedrock never reported."""
     return (len(text) + 3) // 4
+
+
+def session_id(request: Request) -> str | None:
+    """BRClient and OpenAI clients send `Session-Id`; Claude Code `x-claude-code-session-id`."""
+    value = request.header(b"session-id") or request.header(b"x-claude-code-session-id")
+    return value[:200] if value else None
 
 
 @dataclass(slots=True)
@@ -74,6 +81,21 @@ class Gateway:
                 param="model",
             )
         return resolved
+
+    @staticmethod
+    def usage_event(request: Request, model: str, resolved: ResolvedModel, **fields: Any) -> UsageEvent:
+        """This request's usage event: its id is the request's (fixed at the edge), so a
+        replayed event is billed once and authz can free the request's reservation."""
+        assert request.key_id is not None, "call request.caller() first"
+        fields.setdefault("occurred_at", time.time())
+        return UsageEvent(
+            event_id=request.request_id,
+            key_id=request.key_id,
+            model=model,
+            bedrock_model_id=resolved.bedrock_id,
+            client_session_id=session_id(request),
+            **fields,
+        )
 
     def submit(self, request: Request, event: UsageEvent) -> None:
         """Hand a request's usage event to the meter (once per request)."""

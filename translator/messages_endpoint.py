@@ -12,9 +12,7 @@ call is made once more without betas: the request then works, minus the beta fea
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -33,7 +31,7 @@ from translator.asgi import Reply, Request, send_json
 from translator.bedrock_errors import BedrockError
 from translator.converse_helpers import InvalidRequest
 from translator.gateway import Gateway, estimate_tokens
-from translator.sse import ANTHROPIC_KEEPALIVE, SseResponse, close_on_disconnect
+from translator.sse import ANTHROPIC_KEEPALIVE, SseResponse, relaying
 
 __all__ = ["count_tokens", "messages"]
 
@@ -58,12 +56,6 @@ def _claude(request: Request, resolved: ResolvedModel, model: str) -> None:
             "Call it on /v1/chat/completions, which serves every model.",
             param="model",
         )
-
-
-def session_id(request: Request) -> str | None:
-    """BRClient and OpenAI clients send `Session-Id`; Claude Code `x-claude-code-session-id`."""
-    value = request.header(b"session-id") or request.header(b"x-claude-code-session-id")
-    return value[:200] if value else None
 
 
 async def _with_beta_retry(
@@ -91,13 +83,10 @@ async def messages(gateway: Gateway, request: Request) -> None:
     def bare() -> dict[str, object]:
         return chat.to_bedrock(resolved.entry, [])[0]
 
-    event = UsageEvent(
-        event_id=request.request_id,
-        key_id=key_id,
-        model=chat.model,
-        bedrock_model_id=resolved.bedrock_id,
-        occurred_at=time.time(),
-        client_session_id=session_id(request),
+    event = gateway.usage_event(
+        request,
+        chat.model,
+        resolved,
         stream=chat.stream,
         prompt=chat.last_user_text(),
         whole_prompt=chat.whole_prompt(),
@@ -133,35 +122,27 @@ async def messages(gateway: Gateway, request: Request) -> None:
         await sse.end(AnthropicStream.error_frame(error.status, error.client_message))
         return
     frames = AnthropicStream(chat.model)
-    # uvicorn drops writes to a closed connection silently, so watch for the client leaving
-    # and stop reading Bedrock then (what it produced so far is still billed).
-    watcher = asyncio.create_task(close_on_disconnect(request.receive, upstream, event))
     try:
-        try:
-            async for payload in upstream.anthropic_events():
-                for frame in frames.on_event(payload):
-                    await sse.write(frame)
-        except BedrockError as error:
-            # Ends the stream with Anthropic's error event; the SDK raises on it, so the
-            # client knows the answer is incomplete.
-            event.status = "error"
+        async with relaying(sse, upstream, request.receive, event):
+            try:
+                async for payload in upstream.anthropic_events():
+                    for frame in frames.on_event(payload):
+                        await sse.write(frame)
+            except BedrockError as error:
+                # Ends the stream with Anthropic's error event; the SDK raises on it, so the
+                # client knows the answer is incomplete.
+                event.status = "error"
+                upstream.finished = True
+                await sse.end(AnthropicStream.error_frame(error.status, error.client_message))
+                return
             upstream.finished = True
-            await sse.end(AnthropicStream.error_frame(error.status, error.client_message))
-            return
-        upstream.finished = True
-        if not frames.finished:
-            # Bedrock ended the stream without message_stop: an incomplete answer.
-            event.status = "error"
-            await sse.end(AnthropicStream.error_frame(502, "Bedrock ended the stream early."))
-            return
-        await sse.end()
-    except (OSError, asyncio.CancelledError):
-        event.status = "client_closed"
-        raise
+            if not frames.finished:
+                # Bedrock ended the stream without message_stop: an incomplete answer.
+                event.status = "error"
+                await sse.end(AnthropicStream.error_frame(502, "Bedrock ended the stream early."))
+                return
+            await sse.end()
     finally:
-        sse.stop_keepalive()
-        watcher.cancel()
-        await upstream.close()
         _finish_stream_event(gateway, request, event, frames, upstream.first_byte_ms)
 
 

@@ -37,6 +37,7 @@ from translator.converse_helpers import (
     InvalidRequest,
     TokenUsage,
     check_image_data,
+    json_body,
     require,
 )
 
@@ -336,17 +337,10 @@ class OpenAIChatRequest:
 
     @classmethod
     def parse(cls, raw: bytes) -> OpenAIChatRequest:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("The request body is not valid JSON.") from None
-        _require(isinstance(body, dict), "The request body must be a JSON object.", "body")
-        model = body.get("model")
-        _require(isinstance(model, str) and model != "", "model is required", "model")
+        body, model = json_body(raw)
         messages = body.get("messages")
-        _require(
-            isinstance(messages, list) and len(messages) > 0, "messages must be a non-empty list", "messages"
-        )
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequest("messages must be a non-empty list", "messages")
         stream = body.get("stream", False)
         _require(isinstance(stream, bool) or stream is None, "stream must be a boolean", "stream")
         options = body.get("stream_options") or {}

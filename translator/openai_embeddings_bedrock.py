@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from core.catalogue import ModelEntry
-from translator.converse_helpers import InvalidRequest, require
+from translator.converse_helpers import InvalidRequest, json_body, require
 
 __all__ = ["EmbeddingsRequest", "embeddings_body", "vectors_from_bedrock"]
 
@@ -46,20 +46,11 @@ class EmbeddingsRequest:
 
     @classmethod
     def parse(cls, raw: bytes) -> EmbeddingsRequest:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("The request body is not valid JSON.") from None
-        require(isinstance(body, dict), "The request body must be a JSON object.", "body")
-        model = body.get("model")
-        require(isinstance(model, str) and model != "", "model is required", "model")
+        body, model = json_body(raw)
         value = body.get("input")
         texts = [value] if isinstance(value, str) else value
-        require(
-            isinstance(texts, list) and len(texts) > 0,
-            "input must be a string or a non-empty list of strings",
-            "input",
-        )
+        if not isinstance(texts, list) or not texts:
+            raise InvalidRequest("input must be a string or a non-empty list of strings", "input")
         for index, text in enumerate(texts):
             # Token-id arrays are OpenAI tokenizer ids, meaningless to Bedrock's models.
             require(

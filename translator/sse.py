@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from core.usage import UsageEvent
 from translator.asgi import SSE_HEADERS, Receive, Send
 from translator.bedrock_client import BedrockStream
 
-__all__ = ["ANTHROPIC_KEEPALIVE", "OPENAI_KEEPALIVE", "SseResponse", "close_on_disconnect"]
+__all__ = ["ANTHROPIC_KEEPALIVE", "OPENAI_KEEPALIVE", "SseResponse", "close_on_disconnect", "relaying"]
 
 OPENAI_KEEPALIVE = b": keep-alive\n\n"
 ANTHROPIC_KEEPALIVE = b'event: ping\ndata: {"type": "ping"}\n\n'
@@ -96,4 +96,25 @@ async def close_on_disconnect(receive: Receive, upstream: BedrockStream, event: 
     # disconnect while Bedrock is still answering means the client left.
     if not upstream.finished:
         event.status = "client_closed"
+        await upstream.close()
+
+
+@contextlib.asynccontextmanager
+async def relaying(
+    sse: SseResponse, upstream: BedrockStream, receive: Receive, event: UsageEvent
+) -> AsyncIterator[None]:
+    """While a Bedrock stream is relayed: watch for the client leaving; close everything after.
+
+    uvicorn drops writes to a closed connection silently, so the watcher stops reading
+    Bedrock once the client has gone (what it produced so far is still billed).
+    """
+    watcher = asyncio.create_task(close_on_disconnect(receive, upstream, event))
+    try:
+        yield
+    except (OSError, asyncio.CancelledError):
+        event.status = "client_closed"
+        raise
+    finally:
+        sse.stop_keepalive()
+        watcher.cancel()
         await upstream.close()

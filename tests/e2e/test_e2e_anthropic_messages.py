@@ -22,6 +22,7 @@ from typing import Any
 import anthropic
 import httpx2
 import pytest
+from e2e_clients import session_thread
 from stack_process import Stack
 
 from core.catalogue import CATALOGUE
@@ -71,15 +72,6 @@ def claude_code_session() -> tuple[str, dict[str, str]]:
     return value, {"x-claude-code-session-id": value}
 
 
-def thread(stack: Stack, session: str) -> Any:
-    rows = stack.wait_for(
-        "SELECT t.* FROM threads t JOIN sessions s ON s.id = t.session_id WHERE s.client_session_id = $1",
-        session,
-    )
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def test_message_is_answered_and_metered_per_claude_code_session(
     stack: Stack, client: anthropic.Anthropic
 ) -> None:
@@ -98,7 +90,7 @@ def test_message_is_answered_and_metered_per_claude_code_session(
     )
     assert message.stop_reason == "end_turn"
     assert message.usage.output_tokens == 7
-    row = thread(stack, session)
+    row = session_thread(stack, session)
     assert row["api"] == "anthropic.messages"
     assert row["bedrock_model_id"] == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
     assert (row["tokens_in"], row["tokens_out"]) == (message.usage.input_tokens, 7)
@@ -184,7 +176,7 @@ def test_stream_helper_with_tools(stack: Stack, client: anthropic.Anthropic) -> 
         ],
     )
     assert answer.stop_reason == "end_turn"
-    assert thread(stack, session)["tokens_out"] == final.usage.output_tokens
+    assert session_thread(stack, session)["tokens_out"] == final.usage.output_tokens
 
 
 def test_thinking_with_signatures_round_trips(client: anthropic.Anthropic) -> None:
@@ -329,7 +321,7 @@ def test_mid_stream_failure_is_an_error_event_and_is_metered(
         texts.extend(stream.text_stream)
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert len(texts) == 2
-    row = thread(stack, session)
+    row = session_thread(stack, session)
     assert row["status"] == "error" and row["estimated"] is True and row["tokens_in"] > 0
     assert row["completion"] == "".join(texts)
 

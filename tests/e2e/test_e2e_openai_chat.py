@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import openai
 import pytest
+from e2e_clients import async_openai_sdk, openai_sdk, session_thread
 from stack_process import Stack, start_stack, stop_stack
 
 from core.catalogue import CATALOGUE
@@ -60,22 +60,8 @@ def key(stack: Stack) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client(stack: Stack, key: dict[str, Any]) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=stack.base_url + "/v1",
-        api_key=key["api_key"],
-        http_client=httpx.Client(verify=stack.verify, timeout=30),
-        max_retries=0,
-    ) as sdk:
+    with openai_sdk(stack, key["api_key"]) as sdk:
         yield sdk
-
-
-def thread(stack: Stack, session: str) -> Any:
-    rows = stack.wait_for(
-        "SELECT t.* FROM threads t JOIN sessions s ON s.id = t.session_id WHERE s.client_session_id = $1",
-        session,
-    )
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 def session() -> dict[str, dict[str, str]]:
@@ -103,7 +89,7 @@ def test_parameters_are_honoured_and_user_is_recorded(stack: Stack, client: open
     )
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 5
-    row = thread(stack, session_of(s))
+    row = session_thread(stack, session_of(s))
     assert row["end_user"] == "end-user-42"
     assert row["tokens_out"] == 5
 
@@ -220,7 +206,7 @@ def test_streamed_parallel_tool_calls_have_stable_indices(stack: Stack, client: 
     ) as helper:
         final = helper.get_final_completion()
     assert [c.function.name for c in final.choices[0].message.tool_calls or []] == ["get_weather", "get_time"]  # type: ignore[union-attr]
-    assert thread(stack, session_of(s))["tokens_out"] > 0
+    assert session_thread(stack, session_of(s))["tokens_out"] > 0
 
 
 # --- JSON output -----------------------------------------------------------------------------
@@ -372,7 +358,7 @@ def test_cache_control_reads_and_writes_are_reported_and_billed(stack: Stack, cl
     assert first.prompt_tokens == second.prompt_tokens
     assert first.prompt_tokens_details is not None and first.prompt_tokens_details.cached_tokens == 0
     assert second.prompt_tokens_details is not None and second.prompt_tokens_details.cached_tokens > 500
-    written, read = (thread(stack, s) for s in sessions)
+    written, read = (session_thread(stack, s) for s in sessions)
     assert (
         written["cache_write_tokens"]
         == read["cache_read_tokens"]
@@ -399,7 +385,7 @@ def test_usage_is_metered_even_when_the_stream_does_not_ask_for_it(
         )
     )
     assert all(c.usage is None for c in chunks)
-    row = thread(stack, session_of(s))
+    row = session_thread(stack, session_of(s))
     assert row["tokens_out"] == 9 and row["estimated"] is False
 
 
@@ -485,7 +471,7 @@ def test_mid_stream_failure_ends_with_an_error_and_is_metered(stack: Stack, clie
                 received.append(chunk.choices[0].delta.content)
     assert not isinstance(caught.value, openai.APIStatusError)
     assert len(received) == 3
-    row = thread(stack, session_of(s))
+    row = session_thread(stack, session_of(s))
     assert row["status"] == "error" and row["estimated"] is True
     assert row["completion"] == "".join(received) and row["tokens_out"] > 0 and row["fee"] > 0
 
@@ -495,12 +481,7 @@ def test_mid_stream_failure_ends_with_an_error_and_is_metered(stack: Stack, clie
 
 def test_async_client_stream_and_not(stack: Stack, key: dict[str, Any]) -> None:
     async def run() -> tuple[str, str]:
-        async with openai.AsyncOpenAI(
-            base_url=stack.base_url + "/v1",
-            api_key=key["api_key"],
-            http_client=httpx.AsyncClient(verify=stack.verify, timeout=30),
-            max_retries=0,
-        ) as sdk:
+        async with async_openai_sdk(stack, key["api_key"]) as sdk:
             plain = await sdk.chat.completions.create(
                 model=HAIKU, messages=[{"role": "user", "content": "async"}]
             )
@@ -531,12 +512,7 @@ def test_models_list_follows_admin_edits_and_allowlists(stack: Stack, client: op
         json={"key_id": limited["id"], "models": ["claude-3-haiku-20240307"]},
     )
     assert set_access.status_code == 200 and set_access.json()["data"]["models"] == ["claude-3-haiku"]
-    with openai.OpenAI(
-        base_url=stack.base_url + "/v1",
-        api_key=limited["api_key"],
-        http_client=httpx.Client(verify=stack.verify, timeout=30),
-        max_retries=0,
-    ) as sdk:
+    with openai_sdk(stack, limited["api_key"]) as sdk:
         deadline = time.monotonic() + 2
         while [m.id for m in sdk.models.list().data] != ["claude-3-haiku"]:
             assert time.monotonic() < deadline, "the allowlist did not reach the translator"
@@ -570,7 +546,7 @@ def test_the_meter_bills_admin_edited_prices(stack: Stack, client: openai.OpenAI
         model="llama3-70b", messages=[{"role": "user", "content": "pricey"}], **s
     )
     assert reply.usage is not None
-    row = thread(stack, session_of(s))
+    row = session_thread(stack, session_of(s))
     assert row["price_in"] == Decimal(100) and row["price_out"] == Decimal(200)
     assert (
         row["fee"]

@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
+from e2e_clients import async_openai_sdk, openai_sdk, session_thread
 from stack_process import Stack
 
 from core.catalogue import CATALOGUE
@@ -28,22 +28,8 @@ def key(stack: Stack) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client(stack: Stack, key: dict[str, Any]) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=stack.base_url + "/v1",
-        api_key=key["api_key"],
-        http_client=httpx.Client(verify=stack.verify, timeout=30),
-        max_retries=0,
-    ) as sdk:
+    with openai_sdk(stack, key["api_key"]) as sdk:
         yield sdk
-
-
-def thread(stack: Stack, session: str) -> Any:
-    rows = stack.wait_for(
-        "SELECT t.* FROM threads t JOIN sessions s ON s.id = t.session_id WHERE s.client_session_id = $1",
-        session,
-    )
-    assert len(rows) == 1
-    return rows[0]
 
 
 def test_titan_single_input_default_base64_is_decoded_by_the_sdk(stack: Stack, client: openai.OpenAI) -> None:
@@ -56,7 +42,7 @@ def test_titan_single_input_default_base64_is_decoded_by_the_sdk(stack: Stack, c
     vector = result.data[0].embedding
     assert len(vector) == 1024 and abs(math.sqrt(sum(v * v for v in vector)) - 1) < 1e-3
     assert result.usage.prompt_tokens == result.usage.total_tokens == 3
-    row = thread(stack, session)
+    row = session_thread(stack, session)
     assert row["api"] == "openai.embeddings" and (row["tokens_in"], row["tokens_out"]) == (3, 0)
     resolved = CATALOGUE.resolve("titan-embed-text-v2")
     assert resolved is not None and row["fee"] == fee_for(resolved.prices, 3, 0)
@@ -124,12 +110,7 @@ def test_embedding_model_on_chat_is_a_400(client: openai.OpenAI) -> None:
 
 def test_async_client(stack: Stack, key: dict[str, Any]) -> None:
     async def run() -> int:
-        async with openai.AsyncOpenAI(
-            base_url=stack.base_url + "/v1",
-            api_key=key["api_key"],
-            http_client=httpx.AsyncClient(verify=stack.verify, timeout=30),
-            max_retries=0,
-        ) as sdk:
+        async with async_openai_sdk(stack, key["api_key"]) as sdk:
             result = await sdk.embeddings.create(model="cohere-embed-multilingual-v3", input=["x", "y"])
             return len(result.data)
 
