@@ -1,7 +1,9 @@
 """A closed-loop async load generator: C workers, each sending its next request when the last ends.
 
 Bounded in count and time, loopback only. It records per request the total latency and,
-for streams, the time to the first content token.
+for streams, the time to the first content token. A request counts as successful only when
+its answer holds the simulator's text (`Request.first_token_marker`); anything else is an error,
+with up to three distinct samples kept for the report.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import yarl
 
-__all__ = ["LoadResult", "Request", "run_load"]
+__all__ = ["LoadResult", "Request", "percentile", "run_load"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Request:
     headers: dict[str, str]
     stream: bool
     first_token_marker: bytes
-    """Bytes that appear in the response at the first content token (for TTFT)."""
+    """Bytes that appear in the response at the first content token (for TTFT and success)."""
 
 
 @dataclass
@@ -50,26 +52,45 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+def _record_error(result: LoadResult, sample: str) -> None:
+    result.errors += 1
+    # Up to three different samples: three copies of the same failure say less than one.
+    if len(result.error_samples) < 3 and sample not in result.error_samples:
+        result.error_samples.append(sample)
+
+
 async def _one(session: aiohttp.ClientSession, request: Request, result: LoadResult) -> None:
     started = time.perf_counter()
     first: float | None = None
+    marker = request.first_token_marker
     try:
         async with session.post(request.url, data=request.body, headers=request.headers) as response:
-            if request.stream:
-                async for chunk in response.content.iter_any():
-                    if first is None and request.first_token_marker in chunk:
-                        first = time.perf_counter()
-            else:
-                await response.read()
             if response.status != 200:
-                result.errors += 1
-                if len(result.error_samples) < 3:
-                    result.error_samples.append(f"HTTP {response.status}")
+                body = await response.read()
+                _record_error(result, f"HTTP {response.status}: {body[:300]!r}")
+                return
+            if request.stream:
+                # The marker may straddle two chunks: look at the end of the last one too.
+                head = b""
+                tail = b""
+                async for chunk in response.content.iter_any():
+                    if first is None:
+                        if marker in tail + chunk:
+                            first = time.perf_counter()
+                        else:
+                            head = head or chunk[:300]
+                            tail = chunk[-len(marker) :]
+                answered = first is not None
+            else:
+                head = await response.read()
+                answered = marker in head
+            # A 200 is a success only if it carries the simulator's answer: a proxy that
+            # streams an error event (or an empty answer) with status 200 must not look fast.
+            if not answered:
+                _record_error(result, f"HTTP 200 without the simulator's answer: {head[:300]!r}")
                 return
     except (aiohttp.ClientError, TimeoutError) as error:
-        result.errors += 1
-        if len(result.error_samples) < 3:
-            result.error_samples.append(type(error).__name__)
+        _record_error(result, f"{type(error).__name__}: {error}"[:300])
         return
     done = time.perf_counter()
     result.requests += 1

@@ -39,10 +39,16 @@ class Sample:
     cpu_seconds: dict[str, float]
     rss_bytes: dict[str, int]
     peak_rss_bytes: dict[str, int]
+    process_count: dict[str, int]
 
 
 class ProcessGroups:
-    """The processes under a root pid (and any extra pids), grouped by role."""
+    """The root processes and every process under them, grouped by role.
+
+    A root counts when its command line names a role: LiteLLM's root is its uvicorn supervisor
+    and the standalone simulator's root is the simulator itself, while `brproxy up` (an idle
+    supervisor) names none.
+    """
 
     def __init__(self, root_pids: list[int]) -> None:
         self.root_pids = root_pids
@@ -51,7 +57,8 @@ class ProcessGroups:
         groups: dict[str, list[psutil.Process]] = {}
         for root in self.root_pids:
             try:
-                processes = psutil.Process(root).children(recursive=True)
+                root_process = psutil.Process(root)
+                processes = [root_process, *root_process.children(recursive=True)]
             except psutil.NoSuchProcess:
                 continue
             for process in processes:
@@ -72,6 +79,7 @@ class ProcessGroups:
         cpu: dict[str, float] = {}
         rss: dict[str, int] = {}
         peak: dict[str, int] = {}
+        count: dict[str, int] = {}
         for role, processes in self._members().items():
             for process in processes:
                 try:
@@ -83,7 +91,24 @@ class ProcessGroups:
                 cpu[role] = cpu.get(role, 0.0) + times.user + times.system
                 rss[role] = rss.get(role, 0) + memory.rss
                 peak[role] = peak.get(role, 0) + status
-        return Sample(cpu, rss, peak)
+                count[role] = count.get(role, 0) + 1
+        return Sample(cpu, rss, peak, count)
+
+    def pss_bytes(self) -> dict[str, int]:
+        """Proportional set size per role: shared pages split among the processes sharing them.
+
+        Summed RSS counts Postgres' shared buffers once per backend, so it grows as backends
+        touch more of them even when nothing leaks; PSS does not. Slower to read (smaps), so
+        only for occasional samples.
+        """
+        pss: dict[str, int] = {}
+        for role, processes in self._members().items():
+            for process in processes:
+                try:
+                    pss[role] = pss.get(role, 0) + process.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+        return pss
 
 
 def _peak_rss(pid: int) -> int:

@@ -1,19 +1,29 @@
-"""BRProxy's benchmark: the full stack against the Bedrock simulator, on loopback.
+"""BRProxy's benchmark: the full stack and LiteLLM's proxy against the same Bedrock simulator, on loopback.
 
 Run it with `./scripts/bench` (see `--help`). It starts `brproxy up --bedrock-simulator`
 (TLS, authz, translator, meter writing to an embedded Postgres) in a temporary data
-directory, creates a key, and for each scenario (non-stream, stream) and concurrency runs
-a bounded closed-loop load, first against the simulator alone and then through BRProxy.
-It prints, per scenario: requests per second, latency added over the simulator's own
-(p50/p95/p99), time to first token for streams, CPU seconds per 1,000 requests of every
-process, and peak memory. Figures are measurements, not assertions.
+directory and creates a key; then LiteLLM's proxy (installed on first use into
+`bench/.litellm-venv`, see `bench/litellm_peer.py`) configured for the same model and pointed
+at the same simulator. It checks that both hand back the simulator's answer exactly, streamed
+and not, and then for each scenario (non-stream, stream) and concurrency runs a bounded
+closed-loop load against the simulator alone, through BRProxy and through LiteLLM.
+It prints, per side: requests per second, latency added over the simulator's own
+(p50/p95/p99), time to first token for streams, CPU seconds per 1,000 requests of each of the
+side's processes, and peak memory; then BRProxy/LiteLLM ratios and a summary table.
+Figures are measurements, not assertions.
+
+`--no-litellm` skips the peer; `--litellm-only` skips BRProxy (a standalone simulator is started
+instead); `--memory-check N` sends N requests through BRProxy and compares each service's
+resident memory at N/10 and N (and shows it at N/2).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -24,24 +34,38 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yarl
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from answer_check import check_answers
+from litellm_peer import BedrockTarget, ensure_litellm, start_litellm
 from loadgen import LoadResult, Request, percentile, run_load
 from procstats import ProcessGroups, Sample
+from simulator_client import (
+    BEDROCK_ID,
+    REGION,
+    SIM_ACCESS_KEY,
+    SIM_SECRET_KEY,
+    converse_body,
+    signed_converse,
+    simulator_answer,
+    start_standalone_simulator,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-SIM_ACCESS_KEY = "BRPROXYSIMULATOR"
-SIM_SECRET_KEY = "brproxy-simulator-secret"  # noqa: S105 - the simulator's fixed local credential
 MODEL = "claude-3-haiku"
-BEDROCK_ID = "anthropic.claude-3-haiku-20240307-v1:0"
+# The processes that serve each side's requests: only these are counted for that side, so
+# idle neighbours (BRProxy's services while LiteLLM is measured) add no noise.
+SIMULATOR_ROLES = ("simulator",)
+BRPROXY_ROLES = ("envoy", "authz", "translator", "meter", "admin_api", "postgres", "simulator")
+LITELLM_ROLES = ("litellm", "simulator")
+LOAD_GENERATOR = "(load generator)"
 
 
 def free_port() -> int:
@@ -123,12 +147,20 @@ def create_key(stack: RunningStack) -> str:
         return str(json.load(response)["data"]["api_key"])
 
 
+def stop_brproxy(stack: RunningStack) -> None:
+    stack.process.send_signal(signal.SIGINT)
+    stack.process.wait(timeout=60)
+
+
+def prompt(tokens: int) -> str:
+    """The same prompt for every side; the simulator echoes its first 40 characters."""
+    return f"Benchmark prompt, please answer. [[sim:tokens={tokens}]]"
+
+
 def chat_body(stream: bool, tokens: int) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": MODEL,
-        "messages": [
-            {"role": "user", "content": f"Benchmark prompt, please answer. [[sim:tokens={tokens}]]"}
-        ],
+        "messages": [{"role": "user", "content": prompt(tokens)}],
         "max_tokens": 256,
     }
     if stream:
@@ -136,38 +168,39 @@ def chat_body(stream: bool, tokens: int) -> dict[str, Any]:
     return body
 
 
-def brproxy_request(stack: RunningStack, key: str, stream: bool, tokens: int) -> Request:
+def chat_request(url: str, api_key: str, stream: bool, tokens: int) -> Request:
+    """An OpenAI chat completion, the same bytes for BRProxy and LiteLLM."""
     return Request(
-        url=yarl.URL(stack.url + "/v1/chat/completions"),
+        url=yarl.URL(url + "/v1/chat/completions"),
         body=json.dumps(chat_body(stream, tokens)).encode(),
-        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+        headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
         stream=stream,
         first_token_marker=b'"content":"Simulated',
     )
 
 
-def simulator_request(stack: RunningStack, stream: bool, tokens: int) -> Request:
-    """A Converse request signed once (a signature stays valid for 15 minutes)."""
-    body = json.dumps(
-        {
-            "messages": [
-                {"role": "user", "content": [{"text": f"Benchmark prompt [[sim:tokens={tokens}]]"}]}
-            ],
-            "inferenceConfig": {"maxTokens": 256},
-        }
-    ).encode()
-    operation = "converse-stream" if stream else "converse"
-    url = f"{stack.simulator_url}/model/{BEDROCK_ID.replace(':', '%3A')}/{operation}"
-    aws = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": "application/json"})
-    SigV4Auth(Credentials(SIM_ACCESS_KEY, SIM_SECRET_KEY), "bedrock", "us-east-1").add_auth(aws)
+def simulator_request(simulator_url: str, stream: bool, tokens: int) -> Request:
+    body = converse_body(prompt(tokens))
+    url, headers = signed_converse(simulator_url, body, stream)
     return Request(
         # encoded=True: send the path exactly as signed (%3A stays %3A).
         url=yarl.URL(url, encoded=True),
         body=body,
-        headers=dict(aws.headers.items()),
+        headers=headers,
         stream=stream,
         first_token_marker=b"Simulated",
     )
+
+
+@dataclass(frozen=True)
+class Side:
+    """One way of answering the same chat request: the simulator alone or a proxy in front of it."""
+
+    name: str
+    roles: tuple[str, ...]
+    make_request: Callable[[bool], Request]
+    """Given `stream`, the request to send (built once per run, sent many times)."""
+    ca_file: str | None = None
 
 
 @dataclass
@@ -176,58 +209,184 @@ class Measured:
     result: LoadResult
     cpu_per_1000: dict[str, float]
     peak_rss: dict[str, int]
+    processes: dict[str, int] = field(default_factory=dict)
+
+    def server_cpu_per_1000(self, *, without_simulator: bool = False) -> float:
+        return sum(
+            value
+            for role, value in self.cpu_per_1000.items()
+            if role != LOAD_GENERATOR and not (without_simulator and role == "simulator")
+        )
+
+    def latency(self, p: float) -> float:
+        return percentile(self.result.latencies_ms, p)
+
+    def ttft(self, p: float = 50) -> float:
+        return percentile(self.result.ttft_ms, p) if self.result.ttft_ms else math.nan
 
 
-def _cpu_delta(before: Sample, after: Sample, requests: int) -> dict[str, float]:
+def _cpu_delta(before: Sample, after: Sample, requests: int, roles: tuple[str, ...]) -> dict[str, float]:
     if not requests:
         return {}
     return {
-        role: (after.cpu_seconds.get(role, 0.0) - before.cpu_seconds.get(role, 0.0)) * 1000 / requests
-        for role in after.cpu_seconds
+        role: (after.cpu_seconds[role] - before.cpu_seconds.get(role, 0.0)) * 1000 / requests
+        for role in roles
+        if role in after.cpu_seconds
     }
 
 
 def measure(
-    name: str, groups: ProcessGroups, make: Any, concurrency: int, args: argparse.Namespace, ca: str | None
+    side: Side, groups: ProcessGroups, stream: bool, concurrency: int, args: argparse.Namespace
 ) -> Measured:
+    request = side.make_request(stream)
     before = groups.sample()
     own_before = time.process_time()
     result = asyncio.run(
-        run_load(make, concurrency, max_requests=args.requests, max_seconds=args.seconds, ca_file=ca)
-    )
+        run_load(
+            lambda _i: request, concurrency, max_requests=args.requests, max_seconds=args.seconds,
+            ca_file=side.ca_file,
+        )
+    )  # fmt: skip
     own = time.process_time() - own_before
     after = groups.sample()
-    cpu = _cpu_delta(before, after, result.requests)
-    cpu["(load generator)"] = own * 1000 / max(1, result.requests)
-    return Measured(name, result, cpu, after.peak_rss_bytes)
+    cpu = _cpu_delta(before, after, result.requests, side.roles)
+    if result.requests:  # per successful request: a side that only failed has no cost to show
+        cpu[LOAD_GENERATOR] = own * 1000 / result.requests
+    own_roles = [role for role in side.roles if role in after.peak_rss_bytes]
+    return Measured(
+        side.name,
+        result,
+        cpu,
+        {role: after.peak_rss_bytes[role] for role in own_roles},
+        {role: after.process_count[role] for role in own_roles},
+    )
 
 
 def report(side: Measured, base: Measured | None, stream: bool) -> None:
     r = side.result
     line = f"  {side.name:<10} {r.rps:8.0f} rps  ok={r.requests:<6} errors={r.errors:<4}"
-    lat = r.latencies_ms
-    p50, p95, p99 = (percentile(lat, p) for p in (50, 95, 99))
+    p50, p95, p99 = (side.latency(p) for p in (50, 95, 99))
     line += f" latency p50/p95/p99 {p50:6.1f}/{p95:6.1f}/{p99:6.1f} ms"
     if base is not None:
-        b = base.result.latencies_ms
-        added = [percentile(lat, p) - percentile(b, p) for p in (50, 95, 99)]
+        added = [side.latency(p) - base.latency(p) for p in (50, 95, 99)]
         line += f"  added {added[0]:5.1f}/{added[1]:5.1f}/{added[2]:5.1f} ms"
     if stream and r.ttft_ms:
-        line += f"  TTFT p50 {percentile(r.ttft_ms, 50):5.1f} ms"
+        line += f"  TTFT p50 {side.ttft():5.1f} ms"
         if base is not None and base.result.ttft_ms:
-            line += f" (+{percentile(r.ttft_ms, 50) - percentile(base.result.ttft_ms, 50):4.1f})"
+            line += f" (+{side.ttft() - base.ttft():4.1f})"
     print(line)
-    if r.error_samples:
-        print(f"             error samples: {', '.join(r.error_samples)}")
+    if r.errors:
+        print(f"             ERRORS {r.errors}, samples: {' | '.join(r.error_samples)}")
     cpu = ", ".join(
         f"{role} {value:.2f}" for role, value in sorted(side.cpu_per_1000.items()) if value > 0.005
     )
-    print(f"             CPU s per 1000 requests: {cpu}")
-    total = sum(v for k, v in side.cpu_per_1000.items() if k != "(load generator)")
-    print(f"             CPU s per 1000 requests, all server processes: {total:.2f}")
+    print(f"             CPU s per 1000 requests: {cpu or 'n/a (no successful request)'}")
+    total = side.server_cpu_per_1000()
+    if base is None:
+        print(f"             CPU s per 1000 requests, all server processes: {total:.2f}")
+    else:
+        proxy = side.server_cpu_per_1000(without_simulator=True)
+        total_line = f"{total:.2f} (the proxy's own: {proxy:.2f})"
+        print(f"             CPU s per 1000 requests, all server processes: {total_line}")
+    peak = ", ".join(
+        f"{role} {rss / 2**20:.0f} MiB"
+        + (f" ({side.processes[role]} processes)" if side.processes[role] > 1 else "")
+        for role, rss in sorted(side.peak_rss.items())
+    )
+    line = f"             peak RSS: {peak}"
+    if base is not None:
+        proxy_rss = sum(rss for role, rss in side.peak_rss.items() if role != "simulator")
+        line += f"; the proxy's total {proxy_rss / 2**20:.0f} MiB"
+    print(line)
 
 
-def main() -> None:
+def _ratio(numerator: float, denominator: float) -> float | None:
+    """numerator/denominator, or None when it would mean nothing (a non-positive or unknown base)."""
+    if math.isnan(numerator) or math.isnan(denominator) or denominator <= 0 or numerator < 0:
+        return None
+    return numerator / denominator
+
+
+def brproxy_vs_litellm(sim: Measured, brp: Measured, peer: Measured, stream: bool) -> dict[str, float | None]:
+    """BRProxy's figures over LiteLLM's: above 1 is better for throughput, below 1 for the rest."""
+    if not (brp.result.requests and peer.result.requests):
+        # No successful request on one side: nothing to compare, whatever the arithmetic says.
+        keys = ["throughput", "added_p99", "proxy_cpu_per_request"] + (["ttft_overhead"] if stream else [])
+        return dict.fromkeys(keys, None)
+    ratios = {
+        "throughput": _ratio(brp.result.rps, peer.result.rps),
+        "added_p99": _ratio(brp.latency(99) - sim.latency(99), peer.latency(99) - sim.latency(99)),
+        "proxy_cpu_per_request": _ratio(
+            brp.server_cpu_per_1000(without_simulator=True), peer.server_cpu_per_1000(without_simulator=True)
+        ),
+    }
+    if stream:
+        ratios["ttft_overhead"] = _ratio(brp.ttft() - sim.ttft(), peer.ttft() - sim.ttft())
+    return ratios
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def report_ratios(ratios: dict[str, float | None]) -> None:
+    line = (
+        f"  BRProxy/LiteLLM: throughput {_times(ratios['throughput'])} (higher is better), "
+        f"added p99 {_times(ratios['added_p99'])}"
+    )
+    if "ttft_overhead" in ratios:
+        line += f", TTFT overhead {_times(ratios['ttft_overhead'])}"
+    line += f", proxy CPU per request {_times(ratios['proxy_cpu_per_request'])} (lower is better)"
+    print(line)
+
+
+def _summary(m: Measured) -> dict[str, Any]:
+    return {
+        "rps": m.result.rps,
+        "requests": m.result.requests,
+        "errors": m.result.errors,
+        "error_samples": m.result.error_samples,
+        "p50_ms": m.latency(50),
+        "p95_ms": m.latency(95),
+        "p99_ms": m.latency(99),
+        "ttft_p50_ms": m.ttft() if m.result.ttft_ms else None,
+        "cpu_s_per_1000": m.cpu_per_1000,
+        "peak_rss_bytes": m.peak_rss,
+    }
+
+
+def print_summary(rows: list[dict[str, Any]]) -> None:
+    names = [name for name in ("simulator", "brproxy", "litellm") if name in rows[0]]
+    print("\nSummary: rps, added p99 and TTFT p50 overhead (ms) over the simulator alone")
+    header = f"  {'scenario':<10} {'conc':>4}  " + "  ".join(f"{name + ' rps':>13}" for name in names)
+    proxies = [name for name in names if name != "simulator"]
+    header += "  " + "  ".join(f"{name + ' +p99':>13}" for name in proxies)
+    header += "  " + "  ".join(f"{name + ' +TTFT':>14}" for name in proxies)
+    if "litellm" in names and "brproxy" in names:
+        header += "   BRProxy/LiteLLM: rps   +p99  +TTFT   CPU"
+    print(header)
+    for row in rows:
+        sim = row["simulator"]
+        line = f"  {row['scenario']:<10} {row['concurrency']:>4}  "
+        line += "  ".join(f"{row[name]['rps']:13.0f}" for name in names)
+        line += "  " + "  ".join(f"{row[name]['p99_ms'] - sim['p99_ms']:13.1f}" for name in proxies)
+        ttft = [
+            row[name]["ttft_p50_ms"] - sim["ttft_p50_ms"]
+            if row[name]["ttft_p50_ms"] is not None and sim["ttft_p50_ms"] is not None
+            else None
+            for name in proxies
+        ]
+        line += "  " + "  ".join(f"{value:14.1f}" if value is not None else f"{'-':>14}" for value in ttft)
+        ratios = row.get("brproxy_vs_litellm")
+        if ratios:
+            line += "   " + " ".join(
+                f"{_times(ratios.get(key)) if key in ratios else '-':>6}"
+                for key in ("throughput", "added_p99", "ttft_overhead", "proxy_cpu_per_request")
+            )
+        print(line)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -240,105 +399,175 @@ def main() -> None:
     parser.add_argument(
         "--sim-tokens-per-second", type=float, default=0.0, help="simulator token rate (0 = max)"
     )
-    parser.add_argument("--workers", type=int, default=1, help="translator/admin worker processes")
+    parser.add_argument("--workers", type=int, default=1, help="BRProxy's translator/admin worker processes")
+    peer = parser.add_mutually_exclusive_group()
+    peer.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM peer (quicker)")
+    peer.add_argument(
+        "--litellm-only",
+        action="store_true",
+        help="skip BRProxy: only the simulator (standalone) and LiteLLM",
+    )
+    parser.add_argument(
+        "--litellm-workers", type=int, default=2, help="LiteLLM's worker processes (default 2)"
+    )
     parser.add_argument(
         "--memory-check",
         type=int,
         default=0,
         metavar="N",
-        help="instead: send N non-stream requests, print RSS per service at N/10 and N",
+        help="instead: send N non-stream requests through BRProxy; memory per service at N/10, N/2, N",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    if args.memory_check and args.litellm_only:
+        parser.error("--memory-check measures BRProxy; it cannot be combined with --litellm-only")
+    return args
 
-    with tempfile.TemporaryDirectory(prefix="brproxy-bench-") as tmp:
-        stack = start_brproxy(Path(tmp) / "data", args)
-        try:
+
+def main() -> None:
+    args = parse_args()
+    # A SIGTERM (e.g. from `timeout`) unwinds like an exception, so every process started here
+    # is stopped in order on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with_litellm = not args.no_litellm and not args.memory_check
+    litellm_command, litellm_version = ensure_litellm() if with_litellm else (None, "")
+    # Everything here shares the machine's cores with whatever else runs on it: say how busy it was.
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory(prefix="brproxy-bench-") as tmp, contextlib.ExitStack() as running:
+        sides: list[Side] = []
+        roots: list[int] = []
+        checks: list[tuple[str, str, str, str | None]] = []  # proxy, URL, API key, CA file
+        if args.litellm_only:
+            simulator = start_standalone_simulator(
+                free_port(), args.sim_latency_ms, args.sim_tokens_per_second
+            )
+            running.callback(simulator.stop)
+            simulator_url = simulator.url
+            roots.append(simulator.process.pid)
+            print(f"Bedrock simulator started alone ({simulator_url}); BRProxy skipped (--litellm-only)")
+        else:
+            stack = start_brproxy(Path(tmp) / "data", args)
+            running.callback(stop_brproxy, stack)
+            simulator_url = stack.simulator_url
+            roots.append(stack.process.pid)
             print(
                 f"BRProxy started in {stack.startup_seconds:.1f}s ({stack.url}); "
                 f"simulator {stack.simulator_url}"
             )
             print(
-                f"features on: TLS, ext_authz (keys in memory), translator, meter -> Postgres (embedded); "
-                f"workers={args.workers}; simulator latency {args.sim_latency_ms} ms, "
-                f"{args.sim_tokens_per_second or 'unlimited'} tokens/s, {args.tokens} tokens per answer"
+                "features on (BRProxy): TLS, ext_authz (keys in memory, per-key quota and balance), "
+                f"translator, meter -> Postgres (embedded); workers={args.workers}"
             )
             key = create_key(stack)
-            groups = ProcessGroups([stack.process.pid])
             if args.memory_check:
-                memory_check(stack, key, groups, args)
+                memory_check(stack, key, ProcessGroups(roots), args)
                 return
-            figures: list[dict[str, Any]] = []
-            for scenario in args.scenarios.split(","):
-                stream = scenario == "stream"
-                for concurrency in (int(c) for c in args.concurrency.split(",")):
-                    print(f"\n{scenario}, concurrency {concurrency}:")
-                    sim = measure(
-                        "simulator", groups, lambda _i, s=stream: simulator_request(stack, s, args.tokens),
-                        concurrency, args, None,
-                    )  # fmt: skip
-                    report(sim, None, stream)
-                    brp = measure(
-                        "brproxy", groups, lambda _i, s=stream: brproxy_request(stack, key, s, args.tokens),
-                        concurrency, args, stack.cert,
-                    )  # fmt: skip
-                    report(brp, sim, stream)
-                    peak = ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sorted(brp.peak_rss.items()))
-                    print(f"             peak RSS: {peak}")
-                    figures.append(_figures(scenario, concurrency, sim, brp))
-            if args.json:
-                args.json.write_text(json.dumps(figures, indent=2))
-        finally:
-            stack.process.send_signal(signal.SIGINT)
-            stack.process.wait(timeout=60)
+            brproxy_request = partial(chat_request, stack.url, key, tokens=args.tokens)
+            sides.append(Side("brproxy", BRPROXY_ROLES, brproxy_request, stack.cert))
+            checks.append(("brproxy", stack.url, key, stack.cert))
+        print(
+            f"simulator: latency {args.sim_latency_ms} ms, "
+            f"{args.sim_tokens_per_second or 'unlimited'} tokens/s, {args.tokens} tokens per answer"
+        )
+        if litellm_command is not None:
+            target = BedrockTarget(simulator_url, MODEL, BEDROCK_ID, SIM_ACCESS_KEY, SIM_SECRET_KEY, REGION)
+            peer = start_litellm(
+                litellm_command, litellm_version, Path(tmp) / "litellm", free_port(), target,
+                workers=args.litellm_workers,
+            )  # fmt: skip
+            running.callback(peer.stop)
+            roots.append(peer.process.pid)
+            print(f"LiteLLM started in {peer.startup_seconds:.1f}s ({peer.url})")
+            print(f"features on (LiteLLM): {peer.features}")
+            litellm_request = partial(chat_request, peer.url, peer.master_key, tokens=args.tokens)
+            sides.append(Side("litellm", LITELLM_ROLES, litellm_request))
+            checks.append(("litellm", peer.url, peer.master_key, None))
+        direct_request = partial(simulator_request, simulator_url, tokens=args.tokens)
+        sides.insert(0, Side("simulator", SIMULATOR_ROLES, direct_request))
+
+        expected = simulator_answer(simulator_url, prompt(args.tokens))
+        print("\nanswers (one non-stream and one stream request each, against the simulator's own):")
+        for name, url, api_key, ca in checks:
+            check = check_answers(
+                name, url + "/v1/chat/completions", {"authorization": f"Bearer {api_key}"},
+                chat_body(False, args.tokens), expected, ca,
+            )  # fmt: skip
+            print(check.line())
+
+        figures = run_scenarios(sides, ProcessGroups(roots), args)
+        if figures:
+            print_summary(figures)
+        print(f"machine load average {os.getloadavg()[0]:.2f} at the end")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
 
 
-def _figures(scenario: str, concurrency: int, sim: Measured, brp: Measured) -> dict[str, Any]:
-    def summary(m: Measured) -> dict[str, Any]:
-        lat = m.result.latencies_ms
-        return {
-            "rps": m.result.rps,
-            "errors": m.result.errors,
-            "p50_ms": percentile(lat, 50),
-            "p95_ms": percentile(lat, 95),
-            "p99_ms": percentile(lat, 99),
-            "ttft_p50_ms": percentile(m.result.ttft_ms, 50) if m.result.ttft_ms else None,
-            "cpu_s_per_1000": m.cpu_per_1000,
-        }
-
-    return {
-        "scenario": scenario,
-        "concurrency": concurrency,
-        "simulator": summary(sim),
-        "brproxy": summary(brp),
-    }
+def run_scenarios(sides: list[Side], groups: ProcessGroups, args: argparse.Namespace) -> list[dict[str, Any]]:
+    figures: list[dict[str, Any]] = []
+    for scenario in args.scenarios.split(","):
+        stream = scenario == "stream"
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            print(f"\n{scenario}, concurrency {concurrency}:")
+            measured: dict[str, Measured] = {}
+            for side in sides:
+                measured[side.name] = measure(side, groups, stream, concurrency, args)
+                report(
+                    measured[side.name], None if side.name == "simulator" else measured["simulator"], stream
+                )
+            row: dict[str, Any] = {"scenario": scenario, "concurrency": concurrency}
+            row.update({name: _summary(m) for name, m in measured.items()})
+            if "brproxy" in measured and "litellm" in measured:
+                ratios = brproxy_vs_litellm(
+                    measured["simulator"], measured["brproxy"], measured["litellm"], stream
+                )
+                report_ratios(ratios)
+                row["brproxy_vs_litellm"] = ratios
+            figures.append(row)
+    return figures
 
 
 def memory_check(stack: RunningStack, key: str, groups: ProcessGroups, args: argparse.Namespace) -> None:
+    """N non-stream requests through BRProxy; each service's memory at N/10, N/2 and N.
+
+    The verdict compares N/10 with N: resident memory must differ by less than 10%. N/2 shows
+    whether a growth is steady (a leak) or levels off; PSS is printed beside RSS because
+    Postgres' summed RSS also grows as its backends touch shared buffers.
+    """
     total = args.memory_check
-    checkpoints = [total // 10, total]
+    checkpoints = [total // 10, total // 2, total]
+    request = chat_request(stack.url, key, False, args.tokens)
     sent = 0
     rss_at: dict[int, dict[str, int]] = {}
+    pss_at: dict[int, dict[str, int]] = {}
     started = time.monotonic()
     for checkpoint in checkpoints:
         result = asyncio.run(
             run_load(
-                lambda _i: brproxy_request(stack, key, False, args.tokens), 32,
-                max_requests=checkpoint - sent, max_seconds=3600, warmup=0, ca_file=stack.cert,
+                lambda _i: request, 32, max_requests=checkpoint - sent, max_seconds=3600, warmup=0,
+                ca_file=stack.cert,
             )
         )  # fmt: skip
         sent += result.requests + result.errors
         time.sleep(1)  # let the meter drain
         rss_at[checkpoint] = groups.sample().rss_bytes
+        pss_at[checkpoint] = groups.pss_bytes()
         print(f"after {sent} requests ({time.monotonic() - started:.0f}s, {result.errors} errors):")
+        if result.error_samples:
+            print(f"  error samples: {' | '.join(result.error_samples)}")
         for role, rss in sorted(rss_at[checkpoint].items()):
-            print(f"  {role:<12} RSS {rss / 2**20:7.1f} MiB")
-    first, last = rss_at[checkpoints[0]], rss_at[checkpoints[1]]
-    print("\nRSS growth from the first to the last checkpoint:")
-    for role in sorted(last):
-        growth = (last[role] - first.get(role, 0)) / max(1, first.get(role, 1)) * 100
-        verdict = "ok (<10%)" if growth < 10 else "GROWS"
-        print(f"  {role:<12} {growth:+6.1f}%  {verdict}")
+            pss = pss_at[checkpoint].get(role, 0)
+            print(f"  {role:<12} RSS {rss / 2**20:7.1f} MiB   PSS {pss / 2**20:7.1f} MiB")
+    first, last = checkpoints[0], checkpoints[-1]
+    print(f"\nmemory growth from {first} to {last} requests (must stay under 10% in RSS):")
+    for role in sorted(rss_at[last]):
+        rss_growth = _growth(rss_at[first].get(role, 0), rss_at[last][role])
+        pss_growth = _growth(pss_at[first].get(role, 0), pss_at[last].get(role, 0))
+        verdict = "ok (<10%)" if abs(rss_growth) < 10 else "GROWS" if rss_growth > 0 else "SHRINKS"
+        print(f"  {role:<12} RSS {rss_growth:+6.1f}%  PSS {pss_growth:+6.1f}%  {verdict}")
+
+
+def _growth(before: int, after: int) -> float:
+    return (after - before) / max(1, before) * 100
 
 
 if __name__ == "__main__":
