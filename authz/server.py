@@ -117,7 +117,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             body_head = http.raw_body or http.body.encode()
             size = int(http.headers.get("content-length") or len(body_head))
             cost = estimate_cost(path, body_head, size, self._store.models.catalogue, self._estimates)
-            if not self._store.reserve(record.id, http.id or "", cost, self._month.current()):
+            # Envoy's x-request-id (set before any filter runs) is also the usage event's id.
+            request_id = http.headers.get("x-request-id") or http.id
+            if not self._store.reserve(record.id, request_id, cost, self._month.current()):
                 left = headroom(
                     record.month_quota,
                     record.month_fee,

@@ -334,6 +334,9 @@ def _http_filters(authz_timeout: dt.timedelta) -> list[HttpFilter]:
                 StringMatcher(exact="authorization"),
                 StringMatcher(exact="x-api-key"),
                 StringMatcher(exact="content-length"),
+                # The request's id at the edge: authz keys its reservation by it, and the
+                # translator uses it as the usage event's id, which frees the reservation.
+                StringMatcher(exact="x-request-id"),
             ]
         ),
     )

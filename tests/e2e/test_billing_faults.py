@@ -218,3 +218,21 @@ def test_a_stream_bedrock_breaks_is_billed_and_ends_with_an_error(stack: Stack) 
     assert thread["status"] == "error"
     assert thread["estimated"] is True
     assert thread["tokens_out"] >= 1 and thread["fee"] > 0
+
+
+def test_reservations_are_freed_when_usage_is_recorded(stack: Stack) -> None:
+    """A balance covering two worst-case estimates serves many cheap calls, one after another."""
+    max_tokens = 2000
+    resolved = CATALOGUE.resolve("claude-3-haiku")
+    assert resolved is not None
+    estimate = max_tokens * resolved.prices.output / MILLION
+    key = stack.create_key("frees", month_quota=0, balance=str((estimate * 2).quantize(Decimal("0.000001"))))
+    body = chat_body(0, tokens=4, max_tokens=max_tokens)
+    with stack.client(key["api_key"]) as client:
+        for _ in range(8):
+            deadline = time.monotonic() + 5
+            while (status := client.post("/v1/chat/completions", json=body).status_code) == 429:
+                # The previous call's reservation is freed once the meter has recorded it.
+                assert time.monotonic() < deadline, "a reservation was never freed"
+                time.sleep(0.05)
+            assert status == 200
