@@ -87,7 +87,9 @@ _require = require
 
 
 def _with_cache_point(blocks: list[dict[str, Any]], part: Any) -> list[dict[str, Any]]:
-    if isinstance(part, dict) and part.get("cache_control"):
+    """A cache point after the blocks if `part` (a content part or message) asks for one."""
+    marked = isinstance(part, dict) and part.get("cache_control")
+    if marked and blocks and "cachePoint" not in blocks[-1]:
         blocks.append(dict(CACHE_POINT))
     return blocks
 
@@ -574,7 +576,7 @@ def _fit_budget(budget: int, inference: dict[str, Any], *, explicit: bool) -> in
             "(it counts the thinking too)",
             "max_tokens",
         )
-    return max_tokens - 1 if max_tokens - 1 < budget else budget
+    return int(max_tokens) - 1
 
 
 def _thinking_block(reasoning: dict[str, Any]) -> dict[str, Any] | None:
