@@ -578,6 +578,9 @@ def _cached_prefix(
     messages: Sequence[Mapping[str, Any]],
 ) -> tuple[int, bytes] | None:
     """(tokens, identity) of everything before the last cache point, or None without one."""
+    every = (tools, system, *(m["content"] for m in messages))
+    if not any("cachePoint" in block for blocks in every for block in blocks):
+        return None  # the common case, kept cheap
     prefix_tokens = 0
     seen: list[Any] = []
     found: tuple[int, int] | None = None  # (tokens, items) up to the last cache point
