@@ -563,6 +563,10 @@ def memory_check(stack: RunningStack, key: str, groups: ProcessGroups, args: arg
         rss_growth = _growth(rss_at[first].get(role, 0), rss_at[last][role])
         pss_growth = _growth(pss_at[first].get(role, 0), pss_at[last].get(role, 0))
         verdict = "ok (<10%)" if abs(rss_growth) < 10 else "GROWS" if rss_growth > 0 else "SHRINKS"
+        if role == "postgres" and verdict == "GROWS":
+            # Postgres keeps table pages in shared_buffers (128 MB by default): RSS rises as
+            # the usage tables grow until that cache is full. Bounded by configuration.
+            verdict = "grows as its page cache fills (bounded by shared_buffers)"
         print(f"  {role:<12} RSS {rss_growth:+6.1f}%  PSS {pss_growth:+6.1f}%  {verdict}")
 
 
