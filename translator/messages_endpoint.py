@@ -44,7 +44,11 @@ def _parse(request: Request, raw: bytes, *, count_tokens: bool = False) -> Anthr
     try:
         return AnthropicRequest.parse(raw, count_tokens=count_tokens)
     except InvalidRequest as error:
-        raise Reply.error(request.path, error.status, error.message, param=error.param) from None
+        # Anthropic's error shape has no `param`: the message names the field, as Anthropic's do.
+        message = error.message
+        if error.param and not message.startswith(error.param.split(".")[0]):
+            message = f"{error.param}: {message}"
+        raise Reply.error(request.path, error.status, message) from None
 
 
 def _claude(request: Request, resolved: ResolvedModel, model: str) -> None:

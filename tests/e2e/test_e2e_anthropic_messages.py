@@ -337,6 +337,12 @@ def test_requests_bedrock_cannot_serve_are_clear_400s(client: anthropic.Anthropi
             cast_to=object,
         )
     assert "max_tokens" in no_max_tokens.value.message
+    with pytest.raises(anthropic.BadRequestError) as empty:
+        client.messages.create(model=HAIKU_45, max_tokens=10, messages=[{"role": "user", "content": ""}])
+    assert "messages.0.content: content must not be empty" in empty.value.message
+    with pytest.raises(anthropic.BadRequestError) as not_json:
+        client.post("/v1/messages", content=b"{oops", cast_to=object)
+    assert "not valid JSON" in not_json.value.message
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(model="claude-9", max_tokens=10, messages=[{"role": "user", "content": "x"}])
 
