@@ -41,7 +41,10 @@ def _positive_int(raw: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bedrock_simulator",
-        description="Local Bedrock Runtime simulator (Converse, ConverseStream). Makes no AWS calls.",
+        description=(
+            "Local Bedrock Runtime simulator (Converse, ConverseStream, InvokeModel, "
+            "InvokeModelWithResponseStream, CountTokens). Makes no AWS calls."
+        ),
     )
     parser.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", "18872") or 18872))

@@ -1,4 +1,4 @@
-"""translator: OpenAI (and Anthropic) requests → Bedrock Converse, answers streamed back."""
+"""translator: OpenAI requests → Bedrock Converse, Anthropic Messages → InvokeModel, answers streamed back."""
 
 from translator.server import TranslatorApp
 
