@@ -27,7 +27,7 @@ from authz.budget import Ledger
 from authz.rate_limit import RateLimiter, lease_size, window_of
 from core.catalogue_store import CatalogueFollower
 
-__all__ = ["BudgetStore"]
+__all__ = ["BudgetStore", "grant_size"]
 
 log = logging.getLogger("authz.budget")
 
@@ -41,43 +41,45 @@ IDLE_GRANT_S = 1.0
 """Unused grant of a key idle this long goes back to Postgres for other replicas."""
 _WRITE_BACK_S = 0.1
 
-# One statement, one lock on the key row: every grant change of a key (from any replica)
-# is serialised there, and the sum of live replicas' grants is checked against what the
-# key can pay at that moment.
-_GRANT = """
-WITH k AS (
-    SELECT GREATEST(month_quota - CASE WHEN fee_month = $4 THEN month_fee ELSE 0 END, 0) + balance AS headroom
-    FROM api_keys WHERE id = $1 AND NOT disabled
-    FOR UPDATE
-), held AS (
-    SELECT coalesce(sum(g.amount), 0) AS amount
-    FROM budget_grants g JOIN authz_replicas r USING (replica_id)
-    WHERE g.key_id = $1 AND g.replica_id <> $2
-      AND r.heartbeat_at > now() - interval '10 seconds'  -- DEAD_AFTER_S
-), granted AS (
-    -- At least what is needed; at most the chunk asked for, and at most half of what is
-    -- still free, in whole multiples of this request's cost ($6), so that near the limit
-    -- replicas share what is left without stranding fractions no request fits in.
-    SELECT LEAST($5::numeric,
-                 $3 + floor((k.headroom - held.amount - $3) / 2 / $6) * $6) AS amount
-    FROM k, held
-    WHERE k.headroom - held.amount >= $3
-)
-INSERT INTO budget_grants (replica_id, key_id, amount, updated_at)
-SELECT $2, $1, amount, now() FROM granted
-ON CONFLICT (key_id, replica_id) DO UPDATE SET amount = EXCLUDED.amount, updated_at = now()
-RETURNING amount
+# A grant is two statements in one transaction. The first locks the key row: every grant
+# change of a key, from any replica, is serialised there. The second, run only once the lock
+# is held, reads the other replicas' grants in a fresh snapshot (READ COMMITTED), so it sees
+# every grant committed before it; one statement with the lock inside a CTE would not (its
+# snapshot is taken before it waits for the lock, and two replicas could over-grant).
+_LOCK_KEY = """
+SELECT GREATEST(month_quota - CASE WHEN fee_month = $2 THEN month_fee ELSE 0 END, 0) + balance AS headroom
+FROM api_keys WHERE id = $1 AND NOT disabled
+FOR UPDATE
 """
 
-_LEASE = """
-WITH old AS (
-    SELECT used FROM rate_windows WHERE key_id = $1 AND window_start = $2 FOR UPDATE
-)
-UPDATE rate_windows w SET used = w.used + LEAST($3, $4 - old.used)
-FROM old
-WHERE w.key_id = $1 AND w.window_start = $2 AND old.used < $4
-RETURNING LEAST($3, $4 - old.used) AS granted
+_HELD_BY_OTHERS = f"""
+SELECT coalesce(sum(g.amount), 0)
+FROM budget_grants g JOIN authz_replicas r USING (replica_id)
+WHERE g.key_id = $1 AND g.replica_id <> $2
+  AND r.heartbeat_at > now() - interval '{DEAD_AFTER_S} seconds'
+"""  # noqa: S608 - a constant, never input
+
+_SET_GRANT = """
+INSERT INTO budget_grants (replica_id, key_id, amount, updated_at) VALUES ($1, $2, $3, now())
+ON CONFLICT (key_id, replica_id) DO UPDATE SET amount = EXCLUDED.amount, updated_at = now()
 """
+
+# The same two-step shape for rate-limit permits: lock the window's row, then count.
+_LOCK_WINDOW = "SELECT used FROM rate_windows WHERE key_id = $1 AND window_start = $2 FOR UPDATE"
+_ADD_USED = "UPDATE rate_windows SET used = used + $3 WHERE key_id = $1 AND window_start = $2"
+
+
+def grant_size(free: Decimal, needed: Decimal, chunk: Decimal, cost: Decimal) -> Decimal | None:
+    """The grant to take when `free` money is not held by other replicas; None if too little.
+
+    At least what is needed; at most the chunk asked for, and at most half of what is still
+    free, in whole multiples of this request's cost, so that near the limit replicas share
+    what is left without stranding fractions no request fits in.
+    """
+    if free < needed:
+        return None
+    share = ((free - needed) / 2 / cost).to_integral_value(rounding="ROUND_FLOOR") * cost
+    return min(needed + chunk, needed + share)
 
 
 class BudgetStore:
@@ -209,11 +211,15 @@ class BudgetStore:
             if self.ledger.granted(key_id) >= needed:
                 return True
             released_before = self.ledger.released_total(key_id)
-            granted = await self._pool.fetchval(
-                _GRANT, key_id, self.replica_id, needed, month, needed + chunk, amount
-            )
-            if granted is None:
-                return False
+            async with self._pool.acquire() as connection, connection.transaction():
+                headroom = await connection.fetchval(_LOCK_KEY, key_id, month)
+                if headroom is None:
+                    return False  # no such key, or disabled
+                held = await connection.fetchval(_HELD_BY_OTHERS, key_id, self.replica_id)
+                granted = grant_size(headroom - held, needed, chunk, amount)
+                if granted is None:
+                    return False
+                await connection.execute(_SET_GRANT, self.replica_id, key_id, granted)
             self.ledger.set_grant(key_id, granted, released_before)
             return True
 
@@ -231,8 +237,10 @@ class BudgetStore:
                 key_id,
                 start,
             )
-            granted = await connection.fetchval(_LEASE, key_id, start, count, limit)
-        granted = int(granted or 0)
+            used = int(await connection.fetchval(_LOCK_WINDOW, key_id, start))
+            granted = max(0, min(count, limit - used))
+            if granted:
+                await connection.execute(_ADD_USED, key_id, start, granted)
         if granted:
             self.limiter.add(key_id, window, granted)
         return granted

@@ -115,6 +115,7 @@ AUTHZ_BODY_BYTES = 16384
 _BIG = 100_000  # circuit-breaker ceilings: concurrency is bounded by the services, not Envoy
 _CORS_HEADERS = (
     "authorization, content-type, session-id, x-api-key, anthropic-version, anthropic-beta, "
+    "anthropic-dangerous-direct-browser-access, x-claude-code-session-id, "
     "x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, "
     "x-stainless-runtime, x-stainless-runtime-version, x-stainless-retry-count, x-stainless-timeout"
 )

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from authz.budget import TTL_S, Ledger
+from authz.budget_store import grant_size
 
 D = Decimal
 
@@ -71,3 +74,19 @@ def test_idle_grants_are_returned_but_reservations_stay() -> None:
     ledger.return_idle(idle_s=1.0, now=101.5)
     assert ledger.granted(1) == D("1")
     assert ledger.take_changed() == [1]
+
+
+@pytest.mark.parametrize(
+    ("free", "needed", "chunk", "cost", "expected"),
+    [
+        pytest.param("10", "1", "63", "1", "5", id="half-of-what-is-free"),
+        pytest.param("1000", "1", "63", "1", "64", id="capped-by-the-chunk"),
+        pytest.param("1", "1", "63", "1", "1", id="exactly-what-is-needed"),
+        pytest.param("0.9", "1", "63", "1", None, id="too-little"),
+        pytest.param("2.9", "1", "63", "1", "1", id="whole-requests-only"),
+        pytest.param("3", "2", "63", "1", "2", id="a-reserved-request-counts-in-needed"),
+    ],
+)
+def test_grant_size(free: str, needed: str, chunk: str, cost: str, expected: str | None) -> None:
+    result = grant_size(D(free), D(needed), D(chunk), D(cost))
+    assert result == (D(expected) if expected is not None else None)

@@ -124,8 +124,9 @@ def test_ext_authz_sees_only_the_credentials(bootstrap: dict[str, Any]) -> None:
     exact = [p["exact"] for p in patterns]
     assert len(exact) == len(patterns), "only exact header names, no prefix or regex matchers"
     assert exact[:2] == ["authorization", "x-api-key"]
-    # content-length (no client content) is the only other header authz may see
-    assert set(exact) <= {"authorization", "x-api-key", "content-length"}
+    # Besides credentials authz sees only the body's length and the edge's request id (the
+    # reservation's key); no other client header.
+    assert set(exact) == {"authorization", "x-api-key", "content-length", "x-request-id"}
     assert typed["grpcService"]["envoyGrpc"]["clusterName"] == "authz"
     assert typed["transportApiVersion"] == "V3"
     assert typed.get("failureModeAllow", False) is False
