@@ -32,6 +32,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
         log_level=settings.log_level.lower(),
         log_config=_log_config(settings.log_level),
         server_header=False,

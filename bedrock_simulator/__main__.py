@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         http="httptools",
         log_level="warning",
         access_log=False,
+        proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
         server_header=False,
         lifespan="off",
     )

@@ -26,6 +26,7 @@ if __name__ == "__main__":
         loop="uvloop",
         http="httptools",
         access_log=False,
+        proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
         lifespan="on",
         log_level="warning",
         timeout_keep_alive=75,

@@ -1,11 +1,11 @@
-"""Calls to the Bedrock Runtime API: boto3's configuration, botocore's signing, aiohttp's I/O.
+"""Calls to the Bedrock Runtime API: boto3's configuration, SigV4 signing, aiohttp's I/O.
 
 boto3 resolves everything the standard AWS configuration says (the default credential
-chain, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, profiles),
-and botocore's `SigV4Auth` signs each request exactly as a boto3 client would. The bytes
-then travel over one pooled aiohttp connection pool instead of a full boto3 call per
-request: the same request on the wire, at about a third of the CPU. The streaming answer
-is decoded with botocore's own event-stream parser.
+chain, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, profiles);
+each request is signed with the same SigV4 signature a boto3 client would compute
+(`sigv4.py`, checked against botocore's in the tests) and travels over one pooled aiohttp
+connection pool instead of a full boto3 call: the same request on the wire, at a fraction
+of the CPU. The streaming answer is decoded with botocore's own event-stream parser.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import aiohttp
 import boto3
 import orjson
 import yarl
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from translator.bedrock_errors import BedrockError
+from translator.sigv4 import SigningCredentials, SigV4Signer
 
 __all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult"]
 
@@ -129,6 +128,7 @@ class BedrockRuntime:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self._credentials = credentials
+        self._signer = SigV4Signer(region)
         self._max_connections = max_connections
         self._http: aiohttp.ClientSession | None = None
 
@@ -172,12 +172,14 @@ class BedrockRuntime:
     def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         if self._credentials is None:
             raise BedrockError("UnrecognizedClientException", "no AWS credentials are configured")
-        request = AWSRequest(
-            method="POST", url=url, data=body, headers={"Content-Type": _JSON, "Accept": accept}
+        frozen = self._credentials.get_frozen_credentials()
+        headers = self._signer.sign(
+            url,
+            body,
+            {"Content-Type": _JSON, "Accept": accept},
+            SigningCredentials(frozen.access_key, frozen.secret_key, frozen.token),
         )
-        SigV4Auth(self._credentials.get_frozen_credentials(), "bedrock", self.region).add_auth(request)
-        headers = dict(request.headers.items())
-        headers["User-Agent"] = "brproxy"
+        headers["User-Agent"] = "brproxy"  # not signed, as botocore does not sign it either
         return headers
 
     async def _post(self, model_id: str, operation: str, body: bytes, accept: str) -> aiohttp.ClientResponse:

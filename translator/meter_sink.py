@@ -140,7 +140,7 @@ class MeterSink:
         assert self._http is not None
         if not events:
             return True
-        body = orjson.dumps({"events": [event.to_dict() for event in events]})
+        body = orjson.dumps({"events": events})  # dataclasses, serialised by orjson directly
         try:
             async with self._http.post(
                 self._url, data=body, headers={"content-type": "application/json"}

@@ -77,7 +77,7 @@ class UsageSpool:
             self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._active = Segment(path)
         assert self._active_fd is not None and self._active.events is not None
-        os.write(self._active_fd, orjson.dumps(event.to_dict()) + b"\n")
+        os.write(self._active_fd, orjson.dumps(event) + b"\n")  # orjson serialises the dataclass
         self._active.events.append(event)
         self._active.count += 1
 

@@ -42,6 +42,7 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) ->
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,
+        "proxy_headers": False,
         "log_level": "warning",
         "server_header": False,
     }

@@ -21,6 +21,7 @@ from aiohttp import web
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.credentials import Credentials
 
+import translator.sigv4
 from bedrock_simulator.eventstream import encode_event_message, encode_exception_message
 from translator.bedrock_client import BedrockRuntime, _error_from_response
 from translator.bedrock_errors import BedrockError
@@ -38,6 +39,8 @@ _AUTH = re.compile(
 @pytest.fixture(autouse=True)
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda remove_tzinfo=True: FROZEN)
+    # BRProxy's own signer reads the same instant.
+    monkeypatch.setattr(translator.sigv4, "_now", lambda: FROZEN)
 
 
 class _Captured(Exception):
