@@ -85,6 +85,7 @@ class Request:
     """Set by `caller()`."""
     usage_submitted: bool = False
     """Set once the endpoint handed this request's usage event to the meter."""
+    _request_id: str | None = None
 
     @property
     def request_id(self) -> str:
@@ -93,14 +94,15 @@ class Request:
         It is the usage event's id, so authz (which sees the same id) can free the request's
         reservation when the meter records it.
         """
-        raw = self.headers.get(b"x-request-id")
-        if raw is not None:
+        if self._request_id is None:
+            raw = self.headers.get(b"x-request-id")
             try:
-                return str(uuid.UUID(raw.decode("ascii")))
+                self._request_id = str(uuid.UUID(raw.decode("ascii"))) if raw is not None else None
             except (ValueError, UnicodeDecodeError):
-                pass
-        generated = self.headers[b"x-request-id"] = str(uuid.uuid4()).encode()
-        return generated.decode()
+                self._request_id = None
+            if self._request_id is None:
+                self._request_id = str(uuid.uuid4())
+        return self._request_id
 
     @property
     def path(self) -> str:

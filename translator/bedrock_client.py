@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import os
 import time
@@ -32,6 +33,13 @@ from translator.bedrock_errors import BedrockError
 from translator.sigv4 import SigningCredentials, SigV4Signer
 
 __all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _label(model_id: str) -> str:
+    """A model id percent-encoded as botocore encodes a REST-JSON URI label (':' → %3A)."""
+    return quote(model_id, safe="-._~")
+
 
 log = logging.getLogger("translator.bedrock")
 
@@ -166,8 +174,7 @@ class BedrockRuntime:
             await self._http.close()
 
     def _url(self, model_id: str, operation: str) -> str:
-        # Percent-encode the id as botocore does for a REST-JSON URI label (':' → %3A).
-        return f"{self.endpoint_url}/model/{quote(model_id, safe='-._~')}/{operation}"
+        return f"{self.endpoint_url}/model/{_label(model_id)}/{operation}"
 
     def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         if self._credentials is None:

@@ -10,6 +10,7 @@ to a non-S3 service. The derived signing key is cached per (secret, day, region,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 from typing import NamedTuple
@@ -34,6 +35,7 @@ def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_uri(path: str) -> str:
     """The canonical URI of an already percent-encoded path, as botocore makes it for non-S3
     services: encoded once more (so `%3A` becomes `%253A`), '/' and '~' kept."""
