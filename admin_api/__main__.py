@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from core.asgi_serving import serve
 from core.settings import Settings
 
 
@@ -21,21 +21,13 @@ def _log_config(level: str) -> dict[str, Any]:
 def main() -> None:
     settings = Settings()
     settings.require_database_url()  # fail now with a clear message, not in every worker
-    # An import string plus factory=True: worker processes (workers > 1) import and build
-    # the app themselves, each with its own pool; with one worker it is the same app.
-    uvicorn.run(
+    serve(
         "admin_api.app:create_app",
-        factory=True,
         host=settings.bind_host,
         port=settings.admin_port,
         workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
         log_level=settings.log_level.lower(),
         log_config=_log_config(settings.log_level),
-        server_header=False,
     )
 
 

@@ -64,6 +64,12 @@ INSERT INTO budget_grants (replica_id, key_id, amount, updated_at) VALUES ($1, $
 ON CONFLICT (key_id, replica_id) DO UPDATE SET amount = EXCLUDED.amount, updated_at = now()
 """
 
+# A replica registers (and later beats) by upserting its row.
+_REGISTER = """
+INSERT INTO authz_replicas (replica_id) VALUES ($1)
+ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = now()
+"""
+
 # The same two-step shape for rate-limit permits: lock the window's row, then count.
 _LOCK_WINDOW = "SELECT used FROM rate_windows WHERE key_id = $1 AND window_start = $2 FOR UPDATE"
 _ADD_USED = "UPDATE rate_windows SET used = used + $3 WHERE key_id = $1 AND window_start = $2"
@@ -118,11 +124,7 @@ class BudgetStore:
         while True:
             try:
                 # Registered before any grant: grants reference the replica row.
-                await self._pool.execute(
-                    "INSERT INTO authz_replicas (replica_id) VALUES ($1)"
-                    " ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = now()",
-                    self.replica_id,
-                )
+                await self._pool.execute(_REGISTER, self.replica_id)
                 break
             except (OSError, asyncpg.PostgresError) as error:
                 log.warning("cannot register this replica (%s); retrying", type(error).__name__)
@@ -251,11 +253,7 @@ class BudgetStore:
         assert self._pool is not None
         while True:
             try:
-                await self._pool.execute(
-                    "INSERT INTO authz_replicas (replica_id) VALUES ($1)"
-                    " ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = now()",
-                    self.replica_id,
-                )
+                await self._pool.execute(_REGISTER, self.replica_id)
                 # Long-dead replicas' rows (and, by cascade, their grants) are removed.
                 await self._pool.execute(
                     "DELETE FROM authz_replicas WHERE heartbeat_at < now() - interval '10 minutes'"

@@ -6,6 +6,7 @@ Import what you need from its modules, e.g. `from core.settings import Settings`
 
 __all__ = [
     "api_keys",
+    "asgi_serving",
     "catalogue",
     "catalogue_store",
     "errors",

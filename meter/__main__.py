@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
-
+from core.asgi_serving import serve
 from core.service_logging import configure_logging
 from core.settings import Settings
 from meter.server import MeterApp
@@ -16,16 +15,4 @@ def create_app() -> MeterApp:
 if __name__ == "__main__":
     settings = Settings()
     configure_logging("meter", settings.log_level)
-    uvicorn.run(
-        "meter.__main__:create_app",
-        factory=True,
-        host=settings.bind_host,
-        port=settings.meter_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
-        lifespan="on",
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    serve("meter.__main__:create_app", host=settings.bind_host, port=settings.meter_port)

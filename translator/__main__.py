@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
-
+from core.asgi_serving import serve
 from core.service_logging import configure_logging
 from core.settings import Settings
 from translator.server import TranslatorApp
@@ -17,18 +16,9 @@ def create_app() -> TranslatorApp:
 if __name__ == "__main__":
     settings = Settings()
     configure_logging("translator", settings.log_level)
-    uvicorn.run(
+    serve(
         "translator.__main__:create_app",
-        factory=True,
         host=settings.bind_host,
         port=settings.translator_port,
         workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
-        lifespan="on",
-        log_level="warning",
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=10,
     )

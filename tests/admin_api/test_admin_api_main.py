@@ -16,13 +16,14 @@ import pytest
 from admin_api_support import as_admin
 
 import admin_api.__main__ as entry
+from core import asgi_serving
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(asgi_serving.uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
     monkeypatch.setenv("BRPROXY_DATABASE_URL", "postgresql://db.invalid/brproxy")
     monkeypatch.setenv("BRPROXY_BIND_HOST", "0.0.0.0")
     monkeypatch.setenv("BRPROXY_ADMIN_PORT", "19999")
@@ -45,6 +46,9 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) ->
         "proxy_headers": False,
         "log_level": "warning",
         "server_header": False,
+        "lifespan": "on",
+        "timeout_keep_alive": asgi_serving.KEEP_ALIVE_S,
+        "timeout_graceful_shutdown": 10,
     }
     assert log_config["loggers"]["admin_api"]["level"] == "WARNING"
 
@@ -52,7 +56,7 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) ->
 def test_main_without_a_database_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BRPROXY_DATABASE_URL", "DATABASE_URL", "PGSQL_HOST"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: pytest.fail("uvicorn started"))
+    monkeypatch.setattr(asgi_serving.uvicorn, "run", lambda *args, **kwargs: pytest.fail("uvicorn started"))
 
     with pytest.raises(SystemExit, match="no database configured"):
         entry.main()

@@ -12,6 +12,7 @@ import core
 
 EXPECTED = [
     "api_keys",
+    "asgi_serving",
     "catalogue",
     "catalogue_store",
     "errors",
