@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from stack_process import BOOTSTRAP_KEY
 
+from brproxy.supervisor import SIMULATOR_SECRET_KEY
 from core.api_keys import hash_key
 from core.catalogue import CATALOGUE
 from core.pricing import fee_for
@@ -382,3 +384,12 @@ def test_a_new_key_works_at_once(stack: Any, admin_key: str) -> None:
         key = stack.create_key(f"instant-{i}", month_quota=1, admin_key=admin_key)
         with stack.client(key["api_key"]) as client:
             assert client.get("/user/api-key/mine").status_code == 200
+
+
+def test_no_secret_reaches_the_logs(stack: Any, admin_key: str, user: dict[str, Any]) -> None:
+    """Keys (user, admin, bootstrap) and the simulator's AWS secret never appear in any log line."""
+    with stack.client("br-" + "y" * 40) as client:
+        client.post("/v1/chat/completions", json={"model": "claude-3-haiku", "messages": []})
+    output = "".join(stack.output)
+    for secret in (admin_key, user["api_key"], BOOTSTRAP_KEY, SIMULATOR_SECRET_KEY, "y" * 40):
+        assert secret not in output
