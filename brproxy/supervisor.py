@@ -55,8 +55,32 @@ SIMULATOR_ACCESS_KEY = "BRPROXYSIMULATOR"
 SIMULATOR_SECRET_KEY = "brproxy-simulator-secret"  # noqa: S105 - a fixed local test credential
 
 
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range.
+
+    A child keeps its port for life, also across restarts. A port from the ephemeral range
+    could meanwhile become the source port of some outgoing connection, and the restarted
+    child could not bind it again; ports below that range are only ever taken on purpose.
+    """
+    floor = min(_ephemeral_floor(), 65536)
+    low = 10000 if floor > 12000 else 1024
+    for _ in range(200):
+        candidate = secrets.randbelow(max(1, floor - low)) + low
+        with socket.socket() as s:
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
+    with socket.socket() as s:  # a crowded machine: any free port will do
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
