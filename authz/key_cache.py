@@ -85,6 +85,9 @@ class KeyCache:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="key-cache", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_load = 0.0
+        self._pending: list[dict[str, Any]] | None = None
+        """Changes announced while a full load runs (re-applied after it)."""
         self._misses: dict[bytes, float] = {}
         self._miss_lock = threading.Lock()
         self._miss_tokens = float(MISS_LOOKUPS_PER_S)
@@ -235,14 +238,10 @@ class KeyCache:
                 if connection is not None and not connection.is_closed():
                     await connection.close()
 
-    _last_load: float = 0.0
-
     def _due_for_resync(self) -> bool:
         loop = self._loop
         assert loop is not None
         return loop.time() - self._last_load >= self._resync_interval_s
-
-    _pending: list[dict[str, Any]] | None = None
 
     async def _load_all(self, connection: asyncpg.Connection) -> None:
         self._pending = []
