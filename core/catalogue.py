@@ -333,6 +333,26 @@ def _anthropic(
     )
 
 
+_NONE: frozenset[str] = frozenset()
+_VISION = frozenset({"tools", "vision"})
+
+
+def _llama_us(
+    name: str, base_id: str, price: str, *, capabilities: frozenset[str] = frozenset({"tools"})
+) -> ModelEntry:
+    """A Llama 3.1+ model: served only through the `us.` profile, one price in and out."""
+    return ModelEntry(
+        name,
+        base_id,
+        "meta",
+        _p(price, price),
+        profiles=("us",),
+        profile_only=True,
+        capabilities=capabilities,
+        context_window=128_000,
+    )
+
+
 CATALOGUE = Catalogue(
     [
         # --- Anthropic Claude -------------------------------------------------------------
@@ -536,84 +556,14 @@ CATALOGUE = Catalogue(
             _p("2.65", "3.50"),
             context_window=8_000,
         ),
-        ModelEntry(
-            "llama3-1-8b",
-            "meta.llama3-1-8b-instruct-v1:0",
-            "meta",
-            _p("0.22", "0.22"),
-            profiles=("us",),
-            profile_only=True,
-            capabilities=frozenset({"tools"}),
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-1-70b",
-            "meta.llama3-1-70b-instruct-v1:0",
-            "meta",
-            _p("0.72", "0.72"),
-            profiles=("us",),
-            profile_only=True,
-            capabilities=frozenset({"tools"}),
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-1-405b",
-            "meta.llama3-1-405b-instruct-v1:0",
-            "meta",
-            _p("2.4", "2.4"),
-            profiles=("us",),
-            profile_only=True,
-            capabilities=frozenset({"tools"}),
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-3-70b",
-            "meta.llama3-3-70b-instruct-v1:0",
-            "meta",
-            _p("0.72", "0.72"),
-            profiles=("us",),
-            profile_only=True,
-            capabilities=frozenset({"tools"}),
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-2-1b",
-            "meta.llama3-2-1b-instruct-v1:0",
-            "meta",
-            _p("0.10", "0.10"),
-            profiles=("us",),
-            profile_only=True,
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-2-3b",
-            "meta.llama3-2-3b-instruct-v1:0",
-            "meta",
-            _p("0.15", "0.15"),
-            profiles=("us",),
-            profile_only=True,
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-2-11b",
-            "meta.llama3-2-11b-instruct-v1:0",
-            "meta",
-            _p("0.16", "0.16"),
-            profiles=("us",),
-            profile_only=True,
-            capabilities=frozenset({"tools", "vision"}),
-            context_window=128_000,
-        ),
-        ModelEntry(
-            "llama3-2-90b",
-            "meta.llama3-2-90b-instruct-v1:0",
-            "meta",
-            _p("0.72", "0.72"),
-            profiles=("us",),
-            profile_only=True,
-            capabilities=frozenset({"tools", "vision"}),
-            context_window=128_000,
-        ),
+        _llama_us("llama3-1-8b", "meta.llama3-1-8b-instruct-v1:0", "0.22"),
+        _llama_us("llama3-1-70b", "meta.llama3-1-70b-instruct-v1:0", "0.72"),
+        _llama_us("llama3-1-405b", "meta.llama3-1-405b-instruct-v1:0", "2.4"),
+        _llama_us("llama3-3-70b", "meta.llama3-3-70b-instruct-v1:0", "0.72"),
+        _llama_us("llama3-2-1b", "meta.llama3-2-1b-instruct-v1:0", "0.10", capabilities=_NONE),
+        _llama_us("llama3-2-3b", "meta.llama3-2-3b-instruct-v1:0", "0.15", capabilities=_NONE),
+        _llama_us("llama3-2-11b", "meta.llama3-2-11b-instruct-v1:0", "0.16", capabilities=_VISION),
+        _llama_us("llama3-2-90b", "meta.llama3-2-90b-instruct-v1:0", "0.72", capabilities=_VISION),
         # --- Mistral, DeepSeek ------------------------------------------------------------
         ModelEntry(
             "mistral-large",
