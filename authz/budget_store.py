@@ -26,6 +26,7 @@ import asyncpg
 from authz.budget import Ledger
 from authz.rate_limit import RateLimiter, lease_size, window_of
 from core.catalogue_store import CatalogueFollower
+from core.pg_listen import follow_channel
 
 __all__ = ["BudgetStore", "grant_size"]
 
@@ -272,25 +273,11 @@ class BudgetStore:
             self.ledger.release(request_id)
 
     async def _follow_recorded(self) -> None:
-        backoff = 0.2
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(self._database_url, timeout=5)
-                await connection.add_listener(RECORDED_CHANNEL, self._on_recorded)
-                backoff = 0.2
-                closed = asyncio.Event()
-                connection.add_termination_listener(lambda _c, event=closed: event.set())
-                await closed.wait()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-                # Announcements missed while away are not replayed: those reservations
-                # stay held (conservative) until they expire.
-                log.warning("lost the usage announcements (%s); reconnecting", type(error).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
+        # Announcements missed while the connection is down are not replayed: those
+        # reservations stay held (conservative) until they expire.
+        await follow_channel(
+            self._database_url, RECORDED_CHANNEL, self._on_recorded, log=log, what="usage announcements"
+        )
 
     async def _write_back(self) -> None:
         assert self._pool is not None

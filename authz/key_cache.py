@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from authz.decision import KeyRecord
+from core.pg_listen import follow_channel
 
 __all__ = ["KeyCache"]
 
@@ -214,29 +215,22 @@ class KeyCache:
             loop.close()
 
     async def _follow(self) -> None:
-        backoff = 0.2
-        while not self._stopping.is_set():
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(self._database_url, timeout=5)
-                # Subscribe first, then load: a change made during the load is either in
-                # the loaded rows or arrives as a notification afterwards.
-                await connection.add_listener(CHANNEL, self._on_notify)
+        await follow_channel(
+            self._database_url,
+            CHANNEL,
+            self._on_notify,
+            self._session,
+            log=log,
+            what="key cache",
+            stopping=self._stopping.is_set,
+        )
+
+    async def _session(self, connection: asyncpg.Connection) -> None:
+        await self._load_all(connection)
+        while not self._stopping.is_set() and not connection.is_closed():
+            await asyncio.sleep(min(self._resync_interval_s, 0.5))
+            if self._due_for_resync():
                 await self._load_all(connection)
-                backoff = 0.2
-                while not self._stopping.is_set() and not connection.is_closed():
-                    await asyncio.sleep(min(self._resync_interval_s, 0.5))
-                    if self._due_for_resync():
-                        await self._load_all(connection)
-            except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-                log.warning(
-                    "key cache lost the database (%s); retrying in %.1fs", type(error).__name__, backoff
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
 
     def _due_for_resync(self) -> bool:
         loop = self._loop

@@ -12,6 +12,7 @@ __all__ = [
     "errors",
     "internal_headers",
     "migrate",
+    "pg_listen",
     "pricing",
     "quota",
     "service_logging",

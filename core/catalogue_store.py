@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from core.catalogue import CATALOGUE, Catalogue, ModelEntry, ModelOverride
+from core.pg_listen import follow_channel
 
 __all__ = [
     "CHANNEL",
@@ -167,31 +168,17 @@ class CatalogueFollower:
         self._changed.set()
 
     async def _follow(self) -> None:
-        backoff = 0.2
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(self._database_url, timeout=5)
-                # Subscribe first, then load: a change made during the load is either in the
-                # loaded rows or arrives as a notification afterwards.
-                await connection.add_listener(CHANNEL, self._on_notify)
-                while not connection.is_closed():
-                    self._changed.clear()
-                    await self._reload(connection)
-                    backoff = 0.2
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), self._resync_interval_s)
-            except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-                log.warning(
-                    "catalogue follower lost the database (%s); retrying in %.1fs",
-                    type(error).__name__,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                if connection is not None and not connection.is_closed():
-                    await connection.close()
+        assert self._database_url is not None
+        await follow_channel(
+            self._database_url, CHANNEL, self._on_notify, self._session, log=log, what="catalogue follower"
+        )
+
+    async def _session(self, connection: asyncpg.Connection) -> None:
+        while not connection.is_closed():
+            self._changed.clear()
+            await self._reload(connection)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._resync_interval_s)
 
     async def _reload(self, connection: asyncpg.Connection) -> None:
         try:

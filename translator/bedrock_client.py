@@ -201,16 +201,21 @@ class BedrockRuntime:
                 "ServiceUnavailableException", f"cannot reach Bedrock ({type(error).__name__})"
             ) from None
 
-    async def converse(self, model_id: str, body: bytes) -> tuple[dict[str, Any], int]:
-        """POST /model/{id}/converse → (response JSON, first-byte latency in ms)."""
+    async def _call(self, model_id: str, operation: str, body: bytes) -> tuple[Any, Any, int]:
+        """One JSON call: (parsed answer, response headers, milliseconds until it was read)."""
         started = time.monotonic()
-        response = await self._post(model_id, "converse", body, _JSON)
+        response = await self._post(model_id, operation, body, _JSON)
         async with response:
             raw = await response.read()
             elapsed = int((time.monotonic() - started) * 1000)
             if response.status >= 300:
                 raise _error_from_response(response.status, response.headers, raw)
-            return orjson.loads(raw), elapsed
+            return orjson.loads(raw), response.headers, elapsed
+
+    async def converse(self, model_id: str, body: bytes) -> tuple[dict[str, Any], int]:
+        """POST /model/{id}/converse → (response JSON, first-byte latency in ms)."""
+        answer, _, elapsed = await self._call(model_id, "converse", body)
+        return answer, elapsed
 
     async def converse_stream(self, model_id: str, body: bytes) -> BedrockStream:
         """POST /model/{id}/converse-stream; raises BedrockError if Bedrock refuses the call."""
@@ -218,21 +223,14 @@ class BedrockRuntime:
 
     async def invoke_model(self, model_id: str, body: bytes) -> InvokeResult:
         """POST /model/{id}/invoke (a model's native body, e.g. Anthropic's Messages or an embedding)."""
-        started = time.monotonic()
-        response = await self._post(model_id, "invoke", body, _JSON)
-        async with response:
-            raw = await response.read()
-            elapsed = int((time.monotonic() - started) * 1000)
-            if response.status >= 300:
-                raise _error_from_response(response.status, response.headers, raw)
-            headers = response.headers
-            return InvokeResult(
-                orjson.loads(raw),
-                _header_int(headers, "x-amzn-bedrock-input-token-count"),
-                _header_int(headers, "x-amzn-bedrock-output-token-count"),
-                _header_int(headers, "x-amzn-bedrock-invocation-latency"),
-                elapsed,
-            )
+        answer, headers, elapsed = await self._call(model_id, "invoke", body)
+        return InvokeResult(
+            answer,
+            _header_int(headers, "x-amzn-bedrock-input-token-count"),
+            _header_int(headers, "x-amzn-bedrock-output-token-count"),
+            _header_int(headers, "x-amzn-bedrock-invocation-latency"),
+            elapsed,
+        )
 
     async def invoke_model_stream(self, model_id: str, body: bytes) -> BedrockStream:
         """POST /model/{id}/invoke-with-response-stream; iterate `anthropic_events()` for Claude."""
@@ -240,12 +238,8 @@ class BedrockRuntime:
 
     async def count_tokens(self, model_id: str, body: bytes) -> int:
         """POST /model/{id}/count-tokens with `{"input": {...}}`; returns `inputTokens`."""
-        response = await self._post(model_id, "count-tokens", body, _JSON)
-        async with response:
-            raw = await response.read()
-            if response.status >= 300:
-                raise _error_from_response(response.status, response.headers, raw)
-            return int(orjson.loads(raw).get("inputTokens", 0))
+        answer, _, _ = await self._call(model_id, "count-tokens", body)
+        return int(answer.get("inputTokens", 0))
 
     async def _open_stream(self, model_id: str, operation: str, body: bytes) -> BedrockStream:
         started = time.monotonic()

@@ -18,6 +18,7 @@ EXPECTED = [
     "errors",
     "internal_headers",
     "migrate",
+    "pg_listen",
     "pricing",
     "quota",
     "service_logging",
