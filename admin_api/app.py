@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from admin_api.envelope import ApiError, EnvelopeResponse, error
 from admin_api.routes import routers
 from admin_api.routes.health import CHECK_TIMEOUT_S, HealthChecker, grpc_target
+from core.heap import freeze_startup_heap
 from core.settings import Settings
 
 __all__ = ["create_app", "validation_message"]
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(authz.close)
             app.state.pool = pool
             app.state.health = HealthChecker(settings, pool, http, authz)
+            freeze_startup_heap()
             yield
 
     app = FastAPI(

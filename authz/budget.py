@@ -5,9 +5,9 @@ may only reserve within its *grant* for the key: money it obtained from Postgres
 atomic statement that locks the key row and checks that the grants of all live replicas
 together stay within the key's headroom (what is left of the monthly quota plus the
 balance). Most requests reserve locally within the grant; a replica asks Postgres for a
-larger grant only when its grant is used up, in chunks sized to the key's headroom (many
-requests per round trip when a key has plenty of money, one request's worth near the
-limit). So across all replicas:
+larger grant in the background when its grant runs low, and waits for one only when it is
+used up, in chunks sized to the key's headroom (many requests per round trip when a key
+has plenty of money, one request's worth near the limit). So across all replicas:
 
     billed spend + Σ reservations in flight ≤ headroom when granted
 
@@ -61,6 +61,10 @@ class Ledger:
 
     def granted(self, key_id: int) -> Decimal:
         return self._granted.get(key_id, _ZERO)
+
+    def unreserved(self, key_id: int) -> Decimal:
+        """What is left of the key's grant for new reservations."""
+        return self._granted.get(key_id, _ZERO) - self._reserved.get(key_id, _ZERO)
 
     def try_reserve(self, key_id: int, request_id: str, amount: Decimal, now: float | None = None) -> bool:
         """Reserve within the current grant; False means a larger grant is needed first."""

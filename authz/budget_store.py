@@ -41,6 +41,14 @@ DEAD_AFTER_S = 10
 IDLE_GRANT_S = 1.0
 """Unused grant of a key idle this long goes back to Postgres for other replicas."""
 _WRITE_BACK_S = 0.1
+CHUNK_REQUESTS = 1023
+"""A grant covers, beyond what is needed, this many more requests like the one asking (if
+the key can pay them, and at most half of what is free: see `grant_size`). About a second
+of one busy key's traffic on one replica, so top-ups are rare."""
+LOW_WATER_REQUESTS = 512
+"""When less than this many requests' worth of a grant is left, it is topped up ahead: at
+1,000 requests per second that leaves half a second for the top-up's round trip (a commit
+in Postgres, which waits for its WAL flush) before any request would wait for it."""
 
 # A grant is two statements in one transaction. The first locks the key row: every grant
 # change of a key, from any replica, is serialised there. The second, run only once the lock
@@ -101,6 +109,8 @@ class BudgetStore:
         self._thread = threading.Thread(target=self._loop.run_forever, name="budget-store", daemon=True)
         self._pool: asyncpg.Pool | None = None
         self._key_locks: dict[int, asyncio.Lock] = {}
+        self._topping_up: set[int] = set()
+        self._topping_up_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
         # The model catalogue as admins edited it (prices for the estimates), followed on
@@ -176,14 +186,41 @@ class BudgetStore:
     # --- called from gRPC threads ----------------------------------------------------------
 
     def reserve(self, key_id: int, request_id: str, cost: Decimal, month: dt.date) -> bool:
-        """Reserve `cost` for a request: locally if the grant allows, else after a larger grant."""
+        """Reserve `cost` for a request: locally if the grant allows, else after a larger grant.
+
+        A busy key never waits for Postgres in steady state: when what is left of the grant
+        falls below LOW_WATER_REQUESTS requests like this one, a top-up is asked for in the
+        background while this request goes on. Only a key whose grant ran out (its first
+        request, a burst, or a key near its limit) waits for the round trip.
+        """
         for _ in range(3):
             if self.ledger.try_reserve(key_id, request_id, cost):
+                if self.ledger.unreserved(key_id) < cost * LOW_WATER_REQUESTS:
+                    self._top_up_soon(key_id, cost, month)
                 return True
-            # Room for this request and, if the key can pay it, 63 more like it.
-            if not self.grant(key_id, cost, cost * 63, month):
+            if not self.grant(key_id, cost, cost * CHUNK_REQUESTS, month):
                 return False
         return self.ledger.try_reserve(key_id, request_id, cost)
+
+    def _top_up_soon(self, key_id: int, cost: Decimal, month: dt.date) -> None:
+        """Ask for a larger grant in the background, at most one request per key at a time."""
+        with self._topping_up_lock:
+            if key_id in self._topping_up:
+                return
+            self._topping_up.add(key_id)
+
+        async def top_up() -> None:
+            try:
+                # Needed: what is reserved now plus the low-water room; the grant adds a chunk.
+                await self._grant(key_id, cost * LOW_WATER_REQUESTS, cost * CHUNK_REQUESTS, month)
+            except (OSError, asyncpg.PostgresError) as error:
+                # Harmless: the next request that finds the grant used up asks and waits.
+                log.warning("grant top-up failed (%s)", type(error).__name__)
+            finally:
+                with self._topping_up_lock:
+                    self._topping_up.discard(key_id)
+
+        asyncio.run_coroutine_threadsafe(top_up(), self._loop)
 
     def take_permit(self, key_id: int, limit: int, now: float) -> int | None:
         """Take one of the key's rate-limit permits: None if taken, else seconds to wait."""

@@ -33,6 +33,7 @@ from authz.key_cache import KeyCache
 from authz.rate_limit import RateLimiter
 from core.api_keys import hash_key
 from core.errors import error_body
+from core.heap import freeze_startup_heap
 from core.internal_headers import KEY_ID, KEY_ROLE
 from core.quota import billing_month, headroom, spends_money
 from core.settings import Settings
@@ -210,6 +211,7 @@ def serve(settings: Settings) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{settings.bind_host}:{settings.authz_port}"
     server.add_insecure_port(address)
+    freeze_startup_heap()
     server.start()
 
     def report_serving() -> None:

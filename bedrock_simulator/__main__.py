@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from core.heap import freeze_startup_heap
+
 from .config import SimulatorConfig
 from .server import create_app
 
@@ -93,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         file=sys.stderr,
         flush=True,
     )
+    freeze_startup_heap()  # the simulator stands in for a remote service: no GC stalls of its own
     uvicorn.run(
         create_app(config),
         host=args.host,

@@ -107,8 +107,17 @@ async def run_load(
     max_seconds: float,
     warmup: int = 50,
     ca_file: str | None = None,
+    spread_s: float = 0.0,
 ) -> LoadResult:
-    """Run until `max_requests` completed or `max_seconds` passed, after `warmup` requests."""
+    """Run until `max_requests` completed or `max_seconds` passed, after `warmup` requests.
+
+    `spread_s` staggers the clients' first requests evenly over that many seconds. Why: with
+    a simulator whose latency is the same for every request, clients that start together
+    stay in lock-step for the whole run, and every proxy then sees C requests arrive in the
+    same instant, C times per cycle, which independent users never do. Staggered by one
+    latency period they arrive spread out, as they do in production, where answers take
+    different times.
+    """
     context: ssl.SSLContext | bool = False
     if ca_file:
         context = ssl.create_default_context(cafile=ca_file)
@@ -124,13 +133,15 @@ async def run_load(
         counter = 0
         deadline = time.perf_counter() + max_seconds
 
-        async def worker() -> None:
+        async def worker(number: int) -> None:
             nonlocal counter
+            if spread_s:
+                await asyncio.sleep(spread_s * number / concurrency)
             while counter < max_requests and time.perf_counter() < deadline:
                 counter += 1
                 await _one(session, make_request(counter), result)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(number) for number in range(concurrency)))
         result.seconds = time.perf_counter() - started
         return result

@@ -10,6 +10,7 @@ __all__ = [
     "catalogue",
     "catalogue_store",
     "errors",
+    "heap",
     "internal_headers",
     "migrate",
     "pg_listen",

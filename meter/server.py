@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from core.catalogue_store import CatalogueFollower
+from core.heap import freeze_startup_heap
 from core.quota import billing_month
 from core.settings import Settings, database_url_from_env
 from core.usage import UsageEvent
@@ -76,6 +77,7 @@ class MeterApp:
                     return
                 await self.models.start()
                 self._writer = asyncio.create_task(self._write_forever(), name="meter-writer")
+                freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.models.close()

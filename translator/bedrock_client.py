@@ -16,6 +16,8 @@ import functools
 import logging
 import os
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -32,7 +34,7 @@ from botocore.eventstream import EventStreamBuffer
 from translator.bedrock_errors import BedrockError
 from translator.sigv4 import SigningCredentials, SigV4Signer
 
-__all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult"]
+__all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult", "proxy_for"]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -62,7 +64,7 @@ def _error_from_response(status: int, headers: Any, body: bytes) -> BedrockError
 
 @dataclass(slots=True)
 class BedrockStream:
-    """An open event-stream answer; iterate `events()` for (event type, payload) pairs."""
+    """An open event-stream answer; iterate `event_batches()` for (event type, payload) pairs."""
 
     response: aiohttp.ClientResponse
     started: float
@@ -71,41 +73,58 @@ class BedrockStream:
     finished: bool = False
     """Set by the reader once the answer is complete (or failed), before the last write."""
 
-    async def events(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def event_batches(self) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+        """(event type, payload) pairs, in batches: the events that arrived together.
+
+        A batch is everything decoded from one read of the socket; nothing waits for more
+        data. The caller writes a batch's frames with one write, so a burst of tokens costs
+        one send through every hop instead of one per token. An exception message ends the
+        stream: the events before it are yielded first, then BedrockError is raised.
+        """
         buffer = EventStreamBuffer()
         async for chunk in self.response.content.iter_any():
             if self.first_byte_ms is None:
                 self.first_byte_ms = int((time.monotonic() - self.started) * 1000)
             buffer.add_data(chunk)
+            batch: list[tuple[str, dict[str, Any]]] = []
             for message in buffer:
                 headers = message.headers
                 kind = headers.get(":message-type")
                 if kind == "event":
-                    yield (
-                        headers.get(":event-type", ""),
-                        orjson.loads(message.payload) if message.payload else {},
+                    batch.append(
+                        (
+                            headers.get(":event-type", ""),
+                            orjson.loads(message.payload) if message.payload else {},
+                        )
                     )
-                elif kind == "exception":
+                    continue
+                if batch:
+                    yield batch
+                if kind == "exception":
                     payload = orjson.loads(message.payload) if message.payload else {}
                     raise BedrockError(
                         str(headers.get(":exception-type", "")), str(payload.get("message", ""))
                     )
-                else:
-                    raise BedrockError(
-                        "InternalServerException", f"unexpected event-stream message type {kind}"
-                    )
+                raise BedrockError("InternalServerException", f"unexpected event-stream message type {kind}")
+            if batch:
+                yield batch
 
-    async def anthropic_events(self) -> AsyncIterator[dict[str, Any]]:
-        """InvokeModelWithResponseStream's Anthropic events (each `chunk` carries one, base64)."""
-        async for event_type, payload in self.events():
-            if event_type != "chunk":
-                continue
-            try:
-                event = orjson.loads(base64.b64decode(payload.get("bytes", "")))
-            except (binascii.Error, ValueError, orjson.JSONDecodeError):
-                raise BedrockError("InternalServerException", "undecodable chunk in the stream") from None
-            if isinstance(event, dict):
-                yield event
+    async def anthropic_event_batches(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """InvokeModelWithResponseStream's Anthropic events (each `chunk` carries one, base64),
+        in the batches `event_batches` gives."""
+        async for batch in self.event_batches():
+            events = []
+            for event_type, payload in batch:
+                if event_type != "chunk":
+                    continue
+                try:
+                    event = orjson.loads(base64.b64decode(payload.get("bytes", "")))
+                except (binascii.Error, ValueError, orjson.JSONDecodeError):
+                    raise BedrockError("InternalServerException", "undecodable chunk in the stream") from None
+                if isinstance(event, dict):
+                    events.append(event)
+            if events:
+                yield events
 
     async def close(self) -> None:
         self.response.close()
@@ -127,6 +146,21 @@ def _header_int(headers: Any, name: str) -> int | None:
     return int(value) if value is not None and str(value).isdigit() else None
 
 
+def proxy_for(url: str) -> str | None:
+    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY and NO_PROXY (either case), as botocore
+    and curl choose it; None for a direct connection.
+
+    aiohttp's `trust_env` would also do this, but would read ~/.netrc as well and could then
+    put a second Authorization header next to the SigV4 one.
+    """
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
 class BedrockRuntime:
     """A Bedrock Runtime client: Converse(Stream), InvokeModel(WithResponseStream), CountTokens."""
 
@@ -139,6 +173,16 @@ class BedrockRuntime:
         self._signer = SigV4Signer(region)
         self._max_connections = max_connections
         self._http: aiohttp.ClientSession | None = None
+        self.proxy = proxy_for(self.endpoint_url)
+        """The HTTP(S) proxy Bedrock calls go through, from the environment as botocore reads it."""
+
+    @property
+    def proxy_address(self) -> str | None:
+        """The proxy without any user:password in it, fit for a log line."""
+        if self.proxy is None:
+            return None
+        parts = urllib.parse.urlsplit(self.proxy)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
     @classmethod
     def from_environment(cls) -> BedrockRuntime:
@@ -195,7 +239,9 @@ class BedrockRuntime:
         headers = self._signed_headers(url, body, accept)
         try:
             # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
-            return await self._http.post(yarl.URL(url, encoded=True), data=body, headers=headers)
+            return await self._http.post(
+                yarl.URL(url, encoded=True), data=body, headers=headers, proxy=self.proxy
+            )
         except (aiohttp.ClientError, TimeoutError) as error:
             raise BedrockError(
                 "ServiceUnavailableException", f"cannot reach Bedrock ({type(error).__name__})"
@@ -233,7 +279,7 @@ class BedrockRuntime:
         )
 
     async def invoke_model_stream(self, model_id: str, body: bytes) -> BedrockStream:
-        """POST /model/{id}/invoke-with-response-stream; iterate `anthropic_events()` for Claude."""
+        """POST /model/{id}/invoke-with-response-stream; iterate `anthropic_event_batches()` for Claude."""
         return await self._open_stream(model_id, "invoke-with-response-stream", body)
 
     async def count_tokens(self, model_id: str, body: bytes) -> int:

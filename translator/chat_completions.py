@@ -99,20 +99,27 @@ async def _stream(
         return
     try:
         async with relaying(sse, upstream, request.receive, event):
-            await sse.write(frames.first_frame())
+            # The role frame goes out with the first events (Bedrock sends them as soon as
+            # it answers); after that, each batch of events that arrived together is one write.
+            out = [frames.first_frame()]
             try:
-                async for event_type, payload in upstream.events():
-                    for frame in frames.on_event(event_type, payload):
-                        await sse.write(frame)
+                async for batch in upstream.event_batches():
+                    for event_type, payload in batch:
+                        out.extend(frames.on_event(event_type, payload))
+                    if out:
+                        await sse.write(b"".join(out))
+                        out = []
             except BedrockError as error:
                 # Ends the stream with an error frame, not a fake [DONE]: the client must
                 # know the answer is incomplete.
                 event.status = "error"
                 upstream.finished = True
-                await sse.end(frames.error_frame(error.client_message, "server_error", error.name))
+                out.append(frames.error_frame(error.client_message, "server_error", error.name))
+                await sse.end(b"".join(out))
                 return
             upstream.finished = True
-            await sse.end(frames.done_frame())
+            out.append(frames.done_frame())
+            await sse.end(b"".join(out))
     finally:
         _finish_stream_event(gateway, request, event, frames, upstream)
 

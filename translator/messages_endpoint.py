@@ -129,9 +129,11 @@ async def messages(gateway: Gateway, request: Request) -> None:
     try:
         async with relaying(sse, upstream, request.receive, event):
             try:
-                async for payload in upstream.anthropic_events():
-                    for frame in frames.on_event(payload):
-                        await sse.write(frame)
+                async for batch in upstream.anthropic_event_batches():
+                    # The events that arrived together go out in one write.
+                    out = [frame for payload in batch for frame in frames.on_event(payload)]
+                    if out:
+                        await sse.write(b"".join(out))
             except BedrockError as error:
                 # Ends the stream with Anthropic's error event; the SDK raises on it, so the
                 # client knows the answer is incomplete.

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from core.catalogue import CATALOGUE, Catalogue
 from core.catalogue_store import CatalogueFollower
+from core.heap import freeze_startup_heap
 from core.settings import Settings, database_url_from_env
 from translator.asgi import Receive, Reply, Request, Scope, Send, send_json
 from translator.bedrock_client import BedrockRuntime
@@ -92,6 +93,9 @@ class TranslatorApp:
                     return
                 self.gateway = Gateway(self.settings, self.models, bedrock, self.meter)
                 log.info("Bedrock endpoint %s (region %s)", bedrock.endpoint_url, bedrock.region)
+                if bedrock.proxy_address is not None:
+                    log.info("Bedrock calls go through the proxy %s", bedrock.proxy_address)
+                freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.models.close()

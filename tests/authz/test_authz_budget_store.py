@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from authz.budget import Ledger
-from authz.budget_store import BudgetStore
+from authz.budget_store import CHUNK_REQUESTS, LOW_WATER_REQUESTS, BudgetStore
 from authz.rate_limit import RateLimiter, window_of
 from core.quota import billing_month
 
@@ -113,6 +113,35 @@ def test_released_reservations_make_room_again(
         assert time.monotonic() < deadline, "the freed money never became available to the other replica"
         time.sleep(0.05)
     assert not b.reserve(key, "r4", Decimal("0.001"), MONTH)
+
+
+def test_a_busy_key_gets_its_grant_topped_up_ahead(
+    database_url: str, replicas: tuple[BudgetStore, BudgetStore]
+) -> None:
+    a, _ = replicas
+    cost = Decimal("0.001")
+    key = new_key(database_url, balance="100")
+    assert a.reserve(key, "first", cost, MONTH)  # waits for the first grant
+    first_grant = a.ledger.granted(key)
+    assert first_grant == cost * (1 + CHUNK_REQUESTS)
+    # Use the grant down to just below the low-water mark: the last reservation asks for
+    # more in the background, and is admitted without waiting for it.
+    used = int((first_grant - cost * LOW_WATER_REQUESTS) / cost)
+    for i in range(used):
+        assert a.reserve(key, f"busy-{i}", cost, MONTH)
+    deadline = time.monotonic() + 5
+    while a.ledger.granted(key) == first_grant:
+        assert time.monotonic() < deadline, "no top-up was asked for"
+        time.sleep(0.01)
+    assert a.ledger.unreserved(key) >= cost * LOW_WATER_REQUESTS
+    # What this replica may use is exactly what Postgres holds for it.
+    held = sql(
+        database_url,
+        "SELECT amount FROM budget_grants WHERE key_id = $1 AND replica_id = $2",
+        key,
+        a.replica_id,
+    )
+    assert held[0]["amount"] == a.ledger.granted(key)
 
 
 def test_rate_limit_holds_across_replicas(

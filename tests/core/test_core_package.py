@@ -16,6 +16,7 @@ EXPECTED = [
     "catalogue",
     "catalogue_store",
     "errors",
+    "heap",
     "internal_headers",
     "migrate",
     "pg_listen",

@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 
 import translator.sigv4
 from bedrock_simulator.eventstream import encode_event_message, encode_exception_message
-from translator.bedrock_client import BedrockRuntime, _error_from_response
+from translator.bedrock_client import BedrockRuntime, _error_from_response, proxy_for
 from translator.bedrock_errors import BedrockError
 
 ACCESS_KEY = "AKIDEXAMPLE"
@@ -238,14 +238,17 @@ async def test_converse_stream_events_and_exception_frame(fake_bedrock: FakeBedr
     )
     async with BedrockRuntime(fake_bedrock.url, "us-east-1", Credentials(ACCESS_KEY, SECRET)) as runtime:
         stream = await runtime.converse_stream("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
-        seen: list[tuple[str, dict[str, Any]]] = []
+        seen: list[list[tuple[str, dict[str, Any]]]] = []
         with pytest.raises(BedrockError) as caught:
-            async for event in stream.events():
-                seen.append(event)
+            async for batch in stream.event_batches():
+                seen.append(batch)
         await stream.close()
+    # Everything arrived in one read: one batch, yielded before the exception is raised.
     assert seen == [
-        ("messageStart", {"role": "assistant"}),
-        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+        [
+            ("messageStart", {"role": "assistant"}),
+            ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+        ]
     ]
     assert caught.value.name == "throttlingException"
     assert caught.value.status == 429
@@ -349,3 +352,71 @@ def test_the_body_boto3_serialises_is_json_we_can_read() -> None:
     reference = boto3_request("http://127.0.0.1:9", "Converse", "anthropic.claude-3-haiku-20240307-v1:0")
     body = reference.body if isinstance(reference.body, bytes) else reference.body.encode()
     assert orjson.loads(body) == {"messages": MESSAGES}
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        pytest.param({}, "https://bedrock-runtime.us-east-1.amazonaws.com", None, id="none-set"),
+        pytest.param(
+            {"HTTPS_PROXY": "http://proxy.corp:3128"},
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+            "http://proxy.corp:3128",
+            id="https-proxy",
+        ),
+        pytest.param(
+            {"https_proxy": "http://proxy.corp:3128"},
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+            "http://proxy.corp:3128",
+            id="lower-case",
+        ),
+        pytest.param(
+            {"HTTP_PROXY": "http://proxy.corp:3128"},
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+            None,
+            id="http-proxy-is-not-for-https",
+        ),
+        pytest.param(
+            {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": ".amazonaws.com"},
+            "https://bedrock-runtime.us-east-1.amazonaws.com",
+            None,
+            id="no-proxy-domain",
+        ),
+        pytest.param(
+            {"HTTP_PROXY": "http://proxy.corp:3128", "NO_PROXY": "127.0.0.1,localhost"},
+            "http://127.0.0.1:9000",
+            None,
+            id="no-proxy-host",
+        ),
+    ],
+)
+def test_proxy_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected
+
+
+async def test_calls_go_through_the_proxy_from_the_environment(
+    fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The endpoint's name does not resolve here: only the proxy can have answered.
+    endpoint = "http://bedrock-runtime.us-east-1.amazonaws.invalid"
+    proxy = fake_bedrock.url.replace("http://", "http://user:secret-password@")
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    runtime = BedrockRuntime(endpoint, "us-east-1", Credentials(ACCESS_KEY, SECRET))
+    assert runtime.proxy_address == fake_bedrock.url  # the password stays out of logs
+    async with runtime:
+        answer, _ = await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    assert answer["output"]["message"]["content"] == [{"text": "ok"}]
+    (seen,) = fake_bedrock.requests
+    # A forward proxy gets the absolute URL, the signed request unchanged, and its own credentials.
+    assert seen.raw_path.startswith(endpoint + "/model/")
+    assert seen.headers["Host"] == "bedrock-runtime.us-east-1.amazonaws.invalid"
+    assert seen.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    assert seen.headers["Proxy-Authorization"].startswith("Basic ")
