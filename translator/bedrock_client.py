@@ -29,9 +29,9 @@ import boto3
 import orjson
 import yarl
 from botocore.credentials import Credentials
-from botocore.eventstream import EventStreamBuffer
 
 from translator.bedrock_errors import BedrockError
+from translator.eventstream import EventStreamDecoder, InvalidEventStream
 from translator.sigv4 import SigningCredentials, SigV4Signer
 
 __all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult", "proxy_for"]
@@ -81,19 +81,23 @@ class BedrockStream:
         one send through every hop instead of one per token. An exception message ends the
         stream: the events before it are yielded first, then BedrockError is raised.
         """
-        buffer = EventStreamBuffer()
+        decoder = EventStreamDecoder()
         async for chunk in self.response.content.iter_any():
             if self.first_byte_ms is None:
                 self.first_byte_ms = int((time.monotonic() - self.started) * 1000)
-            buffer.add_data(chunk)
+            try:
+                messages = decoder.feed(chunk)
+            except InvalidEventStream as error:
+                reason = f"corrupt event stream from Bedrock: {error}"
+                raise BedrockError("InternalServerException", reason) from None
             batch: list[tuple[str, dict[str, Any]]] = []
-            for message in buffer:
+            for message in messages:
                 headers = message.headers
                 kind = headers.get(":message-type")
                 if kind == "event":
                     batch.append(
                         (
-                            headers.get(":event-type", ""),
+                            str(headers.get(":event-type", "")),
                             orjson.loads(message.payload) if message.payload else {},
                         )
                     )
@@ -105,7 +109,8 @@ class BedrockStream:
                     raise BedrockError(
                         str(headers.get(":exception-type", "")), str(payload.get("message", ""))
                     )
-                raise BedrockError("InternalServerException", f"unexpected event-stream message type {kind}")
+                unexpected = f"unexpected event-stream message type {kind!r}"
+                raise BedrockError("InternalServerException", unexpected)
             if batch:
                 yield batch
 
