@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -53,3 +54,44 @@ def test_compose_services_match_the_stack() -> None:
         compose["services"]
     )
     assert compose["services"]["edge"]["ports"] == ["8866:8866"]
+
+
+def _documents(kind: str) -> list[dict[str, Any]]:
+    return [
+        document
+        for manifest in MANIFESTS
+        for document in yaml.safe_load_all(manifest.read_text())
+        if document and document["kind"] == kind
+    ]
+
+
+def test_only_the_edge_reaches_the_services_that_trust_its_headers() -> None:
+    pods = {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]: d["spec"]["template"]
+        for d in _documents("Deployment")
+    }
+    policies = {
+        p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: p["spec"]
+        for p in _documents("NetworkPolicy")
+    }
+    allowed = {
+        component: {
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for rule in spec["ingress"]
+            for peer in rule["from"]
+        }
+        for component, spec in policies.items()
+    }
+    assert allowed == {
+        "authz": {"edge", "admin-api"},
+        "translator": {"edge", "admin-api"},
+        "meter": {"translator", "admin-api"},
+        "admin-api": {"edge"},
+    }
+    for component, spec in policies.items():
+        # Each policy opens exactly the port its pods listen on, for pods that exist.
+        (container,) = pods[component]["spec"]["containers"]
+        listening = {port["containerPort"] for port in container["ports"]}
+        opened = {port["port"] for rule in spec["ingress"] for port in rule["ports"]}
+        assert opened == listening
+        assert allowed[component] <= set(pods)
