@@ -392,7 +392,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated (default 1,16,64)")
     parser.add_argument("--scenarios", default="non-stream,stream", help="non-stream,stream")
-    parser.add_argument("--requests", type=int, default=3000, help="max requests per run (default 3000)")
+    parser.add_argument("--requests", type=int, default=10000, help="max requests per run (default 10000)")
     parser.add_argument("--seconds", type=float, default=15.0, help="max seconds per run (default 15)")
     parser.add_argument("--tokens", type=int, default=16, help="output tokens per answer (default 16)")
     parser.add_argument("--sim-latency-ms", type=int, default=0, help="simulator latency before answering")
