@@ -10,6 +10,7 @@ of the CPU. The streaming answer is decoded with botocore's own event-stream par
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -28,7 +29,7 @@ import aiohttp
 import boto3
 import orjson
 import yarl
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 
 from translator.bedrock_errors import BedrockError
 from translator.eventstream import EventStreamDecoder, InvalidEventStream
@@ -166,17 +167,31 @@ def proxy_for(url: str) -> str | None:
     return proxy
 
 
+CREDENTIAL_CHECK_S = 60.0
+"""How often temporary AWS credentials are checked (and refreshed if due) off the event loop."""
+
+
 class BedrockRuntime:
     """A Bedrock Runtime client: Converse(Stream), InvokeModel(WithResponseStream), CountTokens."""
 
     def __init__(
-        self, endpoint_url: str, region: str, credentials: Credentials | None, *, max_connections: int = 1000
+        self,
+        endpoint_url: str,
+        region: str,
+        credentials: Credentials | None,
+        *,
+        max_connections: int = 1000,
+        credential_check_s: float = CREDENTIAL_CHECK_S,
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self._credentials = credentials
         self._signer = SigV4Signer(region)
         self._max_connections = max_connections
+        self._credential_check_s = credential_check_s
+        self._refresher: asyncio.Task[None] | None = None
+        self._frozen: ReadOnlyCredentials | None = None
+        """The credentials calls are signed with; refreshed off the event loop (see below)."""
         self._http: aiohttp.ClientSession | None = None
         self.proxy = proxy_for(self.endpoint_url)
         """The HTTP(S) proxy Bedrock calls go through, from the environment as botocore reads it."""
@@ -205,6 +220,10 @@ class BedrockRuntime:
         return cls(client.meta.endpoint_url, client.meta.region_name, credentials)
 
     async def __aenter__(self) -> BedrockRuntime:
+        if self._credentials is not None:
+            self._frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
+            if isinstance(self._credentials, RefreshableCredentials):
+                self._refresher = asyncio.create_task(self._refresh_off_loop(), name="aws-credentials")
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300
@@ -219,8 +238,29 @@ class BedrockRuntime:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self._http is not None:
             await self._http.close()
+
+    async def _refresh_off_loop(self) -> None:
+        """Keep temporary credentials (a role, SSO, IMDS, a container's) fresh from a thread.
+
+        botocore refreshes them inside whichever `get_frozen_credentials` call first finds them
+        within 15 minutes of expiry: on the event loop, that call (to STS, or the instance
+        metadata service) would stall every request in flight. So requests sign with a
+        snapshot, and only this task asks botocore, from a thread, every
+        `credential_check_s`: the refresh happens there, and the snapshot it returns is
+        always more than 14 minutes from expiry while the credential source answers.
+        """
+        assert self._credentials is not None
+        while True:
+            await asyncio.sleep(self._credential_check_s)
+            try:
+                self._frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
+            except Exception as error:  # any failure: retried at the next check
+                # Never the exception text: it could quote a credential source's answer.
+                log.warning("refreshing AWS credentials failed (%s); retrying", type(error).__name__)
 
     def _url(self, model_id: str, operation: str) -> str:
         return f"{self.endpoint_url}/model/{_label(model_id)}/{operation}"
@@ -228,7 +268,9 @@ class BedrockRuntime:
     def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         if self._credentials is None:
             raise BedrockError("UnrecognizedClientException", "no AWS credentials are configured")
-        frozen = self._credentials.get_frozen_credentials()
+        frozen = self._frozen
+        if frozen is None:  # not entered yet: no loop to keep waiting
+            frozen = self._frozen = self._credentials.get_frozen_credentials()
         headers = self._signer.sign(
             url,
             body,

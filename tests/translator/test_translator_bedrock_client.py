@@ -7,6 +7,7 @@ clock frozen (botocore.auth.get_current_datetime), so the signatures can be comp
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Callable
@@ -420,3 +421,82 @@ async def test_calls_go_through_the_proxy_from_the_environment(
     assert seen.headers["Host"] == "bedrock-runtime.us-east-1.amazonaws.invalid"
     assert seen.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
     assert seen.headers["Proxy-Authorization"].startswith("Basic ")
+
+
+@pytest.fixture
+def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    """No AWS configuration from this machine leaks into the test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
+def test_standard_aws_configuration_from_the_environment(aws_environment: pytest.MonkeyPatch) -> None:
+    # AWS_REGION is the other SDKs' name; botocore itself reads only AWS_DEFAULT_REGION.
+    aws_environment.setenv("AWS_REGION", "eu-west-3")
+    aws_environment.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    aws_environment.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    runtime = BedrockRuntime.from_environment()
+    assert runtime.region == "eu-west-3"
+    assert runtime.endpoint_url == "https://bedrock-runtime.eu-west-3.amazonaws.com"
+    aws_environment.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "http://127.0.0.1:9")
+    assert BedrockRuntime.from_environment().endpoint_url == "http://127.0.0.1:9"
+
+
+async def test_credentials_from_a_profile_sign_the_calls(
+    aws_environment: pytest.MonkeyPatch, tmp_path: Any, fake_bedrock: FakeBedrock
+) -> None:
+    (tmp_path / "credentials").write_text(
+        f"[team]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = {SECRET}\n"
+    )
+    aws_environment.setenv("AWS_PROFILE", "team")
+    aws_environment.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    aws_environment.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.url)
+    async with BedrockRuntime.from_environment() as runtime:
+        await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    (seen,) = fake_bedrock.requests
+    assert "Credential=AKIDPROFILE/" in seen.headers["Authorization"]
+    assert "/us-west-2/bedrock/aws4_request" in seen.headers["Authorization"]
+
+
+async def test_temporary_credentials_are_refreshed_off_the_event_loop(fake_bedrock: FakeBedrock) -> None:
+    import threading
+
+    from botocore.credentials import RefreshableCredentials
+
+    refreshed_in: list[str] = []
+
+    def refresh() -> dict[str, str]:
+        refreshed_in.append(threading.current_thread().name)
+        # Expiring in 12 minutes: inside botocore's 15-minute refresh window, so every check
+        # refreshes; outside its 10-minute mandatory one, where every caller would.
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=12)
+        number = len(refreshed_in)
+        return {
+            "access_key": f"AKIDTEMP{number}",
+            "secret_key": SECRET,
+            "token": f"token-{number}",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
+    runtime = BedrockRuntime(fake_bedrock.url, "us-east-1", credentials, credential_check_s=0.05)
+    async with runtime:
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(refreshed_in) < 3:
+            assert asyncio.get_running_loop().time() < deadline, "credentials were never refreshed"
+            await asyncio.sleep(0.02)
+        await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    loop_thread = threading.current_thread().name
+    assert all(name != loop_thread for name in refreshed_in[1:])
+    (seen,) = fake_bedrock.requests
+    # The call was signed with refreshed credentials, token included.
+    assert "Credential=AKIDTEMP" in seen.headers["Authorization"]
+    assert "Credential=AKIDTEMP1/" not in seen.headers["Authorization"]
+    assert seen.headers["X-Amz-Security-Token"].startswith("token-")
