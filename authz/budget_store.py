@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Coroutine
 from decimal import Decimal
@@ -49,6 +50,8 @@ LOW_WATER_REQUESTS = 512
 """When less than this many requests' worth of a grant is left, it is topped up ahead: at
 1,000 requests per second that leaves half a second for the top-up's round trip (a commit
 in Postgres, which waits for its WAL flush) before any request would wait for it."""
+TOP_UP_BACKOFF_S = 1.0
+"""After a top-up the key could not pay (or that failed), the next one waits this long."""
 
 # A grant is two statements in one transaction. The first locks the key row: every grant
 # change of a key, from any replica, is serialised there. The second, run only once the lock
@@ -110,6 +113,9 @@ class BudgetStore:
         self._pool: asyncpg.Pool | None = None
         self._key_locks: dict[int, asyncio.Lock] = {}
         self._topping_up: set[int] = set()
+        self._top_up_after: dict[int, float] = {}
+        self.top_ups_started = 0
+        """Background top-ups asked for since start (a figure for tests and diagnosis)."""
         self._topping_up_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
@@ -203,22 +209,33 @@ class BudgetStore:
         return self.ledger.try_reserve(key_id, request_id, cost)
 
     def _top_up_soon(self, key_id: int, cost: Decimal, month: dt.date) -> None:
-        """Ask for a larger grant in the background, at most one request per key at a time."""
+        """Ask for a larger grant in the background, at most one request per key at a time.
+
+        A key whose headroom cannot cover the low-water room is not asked about again for
+        TOP_UP_BACKOFF_S: near its limit every request would otherwise lock its row.
+        """
+        now = time.monotonic()
         with self._topping_up_lock:
-            if key_id in self._topping_up:
+            if key_id in self._topping_up or self._top_up_after.get(key_id, 0.0) > now:
                 return
             self._topping_up.add(key_id)
+            self.top_ups_started += 1
 
         async def top_up() -> None:
+            granted = False
             try:
                 # Needed: what is reserved now plus the low-water room; the grant adds a chunk.
-                await self._grant(key_id, cost * LOW_WATER_REQUESTS, cost * CHUNK_REQUESTS, month)
+                granted = await self._grant(key_id, cost * LOW_WATER_REQUESTS, cost * CHUNK_REQUESTS, month)
             except (OSError, asyncpg.PostgresError) as error:
                 # Harmless: the next request that finds the grant used up asks and waits.
                 log.warning("grant top-up failed (%s)", type(error).__name__)
             finally:
                 with self._topping_up_lock:
                     self._topping_up.discard(key_id)
+                    if granted:
+                        self._top_up_after.pop(key_id, None)
+                    else:
+                        self._top_up_after[key_id] = time.monotonic() + TOP_UP_BACKOFF_S
 
         asyncio.run_coroutine_threadsafe(top_up(), self._loop)
 

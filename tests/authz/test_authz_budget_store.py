@@ -144,6 +144,20 @@ def test_a_busy_key_gets_its_grant_topped_up_ahead(
     assert held[0]["amount"] == a.ledger.granted(key)
 
 
+def test_a_key_near_its_limit_is_not_topped_up_on_every_request(
+    database_url: str, replicas: tuple[BudgetStore, BudgetStore]
+) -> None:
+    a, _ = replicas
+    cost = Decimal("0.001")
+    key = new_key(database_url, balance="0.1")  # 100 requests: less than the low-water room
+    started = a.top_ups_started
+    for i in range(5):
+        assert a.reserve(key, f"near-{i}", cost, MONTH)
+        time.sleep(0.05)  # time enough for a top-up to be asked, and refused
+    # One top-up was asked for and could not be paid; the next requests did not ask again.
+    assert a.top_ups_started - started == 1
+
+
 def test_rate_limit_holds_across_replicas(
     database_url: str, replicas: tuple[BudgetStore, BudgetStore]
 ) -> None:
