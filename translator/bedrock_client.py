@@ -167,6 +167,8 @@ def proxy_for(url: str) -> str | None:
     return proxy
 
 
+_MANDATORY_REFRESH_S = 10 * 60
+"""botocore's own mandatory-refresh window: inside it, credentials must be refreshed to be used."""
 CREDENTIAL_CHECK_S = 60.0
 """How often temporary AWS credentials are checked (and refreshed if due) off the event loop."""
 
@@ -269,8 +271,18 @@ class BedrockRuntime:
         if self._credentials is None:
             raise BedrockError("UnrecognizedClientException", "no AWS credentials are configured")
         frozen = self._frozen
-        if frozen is None:  # not entered yet: no loop to keep waiting
-            frozen = self._frozen = self._credentials.get_frozen_credentials()
+        stale = isinstance(self._credentials, RefreshableCredentials) and self._credentials.refresh_needed(
+            _MANDATORY_REFRESH_S
+        )
+        if frozen is None or stale:
+            # Not entered yet, or the background refresh could not keep them fresh (its
+            # source failing): ask botocore here, which refreshes (blocking) or fails,
+            # rather than sign with credentials about to expire.
+            try:
+                frozen = self._frozen = self._credentials.get_frozen_credentials()
+            except Exception as error:  # botocore raises many kinds; the text is not logged
+                reason = f"AWS credentials could not be refreshed ({type(error).__name__})"
+                raise BedrockError("ExpiredTokenException", reason) from None
         headers = self._signer.sign(
             url,
             body,

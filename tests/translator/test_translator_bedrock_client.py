@@ -500,3 +500,28 @@ async def test_temporary_credentials_are_refreshed_off_the_event_loop(fake_bedro
     assert "Credential=AKIDTEMP" in seen.headers["Authorization"]
     assert "Credential=AKIDTEMP1/" not in seen.headers["Authorization"]
     assert seen.headers["X-Amz-Security-Token"].startswith("token-")
+
+
+async def test_credentials_that_cannot_be_refreshed_fail_the_call_cleanly(fake_bedrock: FakeBedrock) -> None:
+    from botocore.credentials import RefreshableCredentials
+
+    def metadata(minutes: int) -> dict[str, str]:
+        expiry = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
+        expires = expiry.isoformat()
+        return {"access_key": "AKIDOLD", "secret_key": SECRET, "token": "t", "expiry_time": expires}
+
+    def refresh() -> dict[str, str]:
+        raise RuntimeError("the credential source is down: secret-detail")
+
+    # Twelve minutes left at start: botocore tries a refresh, fails quietly, keeps them.
+    credentials = RefreshableCredentials.create_from_metadata(metadata(12), refresh, "test")
+    async with BedrockRuntime(fake_bedrock.url, "us-east-1", credentials, credential_check_s=3600) as runtime:
+        # Seven minutes later, five are left: inside botocore's mandatory window, where they
+        # must be refreshed to be used (the refresh source is still down).
+        credentials._expiry_time = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+        with pytest.raises(BedrockError) as caught:
+            await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    assert caught.value.name == "ExpiredTokenException"
+    assert caught.value.status == 502
+    assert "secret-detail" not in str(caught.value) and "secret-detail" not in caught.value.client_message
+    assert fake_bedrock.requests == []  # nothing was sent with credentials about to expire
