@@ -237,7 +237,13 @@ class BudgetStore:
                     else:
                         self._top_up_after[key_id] = time.monotonic() + TOP_UP_BACKOFF_S
 
-        asyncio.run_coroutine_threadsafe(top_up(), self._loop)
+        coroutine = top_up()
+        try:
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the store is stopping (its loop closed): no top-up, no harm
+            coroutine.close()
+            with self._topping_up_lock:
+                self._topping_up.discard(key_id)
 
     def take_permit(self, key_id: int, limit: int, now: float) -> int | None:
         """Take one of the key's rate-limit permits: None if taken, else seconds to wait."""
