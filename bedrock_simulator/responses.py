@@ -45,6 +45,9 @@ merged, later values winning. Items:
     ``throttlingException``, ``modelStreamErrorException``, ``internalServerException``,
     ``serviceUnavailableException``, ``validationException`` (an upper-case first letter is
     accepted). Converse ignores it.
+``corrupt_after=K``
+    ConverseStream and InvokeModelWithResponseStream: send K ``contentBlockDelta`` events, then
+    the next frame with a wrong checksum, and end the stream (a transport corrupting the body).
 ``latency_ms=N``
     Time to first byte for this call, overriding the configured latency.
 ``tokens_per_second=N``
@@ -198,6 +201,7 @@ class Directives:
     error: str | None = None
     stream_error: str | None = None
     after: int = 0
+    corrupt_after: int | None = None
     latency_ms: float | None = None
     tokens_per_second: float | None = None
     no_usage: bool = False
@@ -330,6 +334,10 @@ def _set_after(d: Directives, raw: str | None) -> Directives:
     return replace(d, after=_non_negative_int("after", raw))
 
 
+def _set_corrupt_after(d: Directives, raw: str | None) -> Directives:
+    return replace(d, corrupt_after=_non_negative_int("corrupt_after", raw))
+
+
 def _set_latency(d: Directives, raw: str | None) -> Directives:
     return replace(d, latency_ms=float(_non_negative_int("latency_ms", raw)))
 
@@ -369,6 +377,7 @@ _DIRECTIVE_SETTERS: dict[str, Callable[[Directives, str | None], Directives]] = 
     "error": _set_error,
     "stream_error": _set_stream_error,
     "after": _set_after,
+    "corrupt_after": _set_corrupt_after,
     "latency_ms": _set_latency,
     "tokens_per_second": _set_tokens_per_second,
     "no_usage": _set_no_usage,

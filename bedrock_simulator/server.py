@@ -379,6 +379,8 @@ class BedrockSimulator:
         directives = answer.directives
         if directives.stream_error is not None:
             frames = _cut_before_failure(list(frames), directives.after)
+        elif directives.corrupt_after is not None:
+            frames = _corrupted_after(list(frames), directives.corrupt_after)
         rate = self._rate(answer)
         loop = asyncio.get_running_loop()
         first_delta_at = loop.time()
@@ -415,6 +417,15 @@ def _cut_before_failure(frames: list[tuple[bool, bytes]], after: int) -> Iterato
     else:
         end = delta_positions[-1] + 1 if delta_positions else 1
     return iter(frames[:end])
+
+
+def _corrupted_after(frames: list[tuple[bool, bytes]], after: int) -> Iterator[tuple[bool, bytes]]:
+    """The frames up to `after` deltas, then the next one with its message checksum broken."""
+    kept = list(_cut_before_failure(frames, after))
+    if len(kept) < len(frames):
+        broken = frames[len(kept)][1]
+        kept.append((False, broken[:-1] + bytes([broken[-1] ^ 0xFF])))
+    return iter(kept)
 
 
 def _message_id(request: _Request) -> str:

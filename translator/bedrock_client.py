@@ -86,11 +86,11 @@ class BedrockStream:
         async for chunk in self.response.content.iter_any():
             if self.first_byte_ms is None:
                 self.first_byte_ms = int((time.monotonic() - self.started) * 1000)
+            corrupt: InvalidEventStream | None = None
             try:
                 messages = decoder.feed(chunk)
             except InvalidEventStream as error:
-                reason = f"corrupt event stream from Bedrock: {error}"
-                raise BedrockError("InternalServerException", reason) from None
+                corrupt, messages = error, error.messages  # the intact ones go out first
             batch: list[tuple[str, dict[str, Any]]] = []
             for message in messages:
                 headers = message.headers
@@ -114,6 +114,9 @@ class BedrockStream:
                 raise BedrockError("InternalServerException", unexpected)
             if batch:
                 yield batch
+            if corrupt is not None:
+                reason = f"corrupt event stream from Bedrock: {corrupt}"
+                raise BedrockError("InternalServerException", reason)
 
     async def anthropic_event_batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         """InvokeModelWithResponseStream's Anthropic events (each `chunk` carries one, base64),

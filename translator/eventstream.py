@@ -46,7 +46,15 @@ _HEADERS_SEEN_MAX = 256
 
 
 class InvalidEventStream(ValueError):
-    """The bytes are not a valid event stream (a bad checksum, length or header)."""
+    """The bytes are not a valid event stream (a bad checksum, length or header).
+
+    `messages` holds the valid messages decoded from the same piece before the bad one:
+    they arrived intact and are still the caller's to use.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.messages: list[Message] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +71,18 @@ class EventStreamDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Message]:
+        """The messages `data` completes; raises InvalidEventStream (carrying them) on bad bytes."""
+        messages: list[Message] = []
+        try:
+            self._decode(data, messages)
+        except InvalidEventStream as error:
+            error.messages = messages
+            raise
+        return messages
+
+    def _decode(self, data: bytes, messages: list[Message]) -> None:
         buffer = self._buffer
         buffer += data
-        messages: list[Message] = []
         offset = 0
         with memoryview(buffer) as view:
             while len(buffer) - offset >= _PRELUDE_LENGTH:
@@ -95,7 +112,6 @@ class EventStreamDecoder:
                 messages.append(Message(headers, bytes(view[payload_start : end - 4])))
                 offset = end
         del buffer[:offset]
-        return messages
 
 
 def _decode_headers(block: bytes) -> dict[str, HeaderValue]:

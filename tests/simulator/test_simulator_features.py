@@ -494,3 +494,15 @@ def test_converse_stream_tools_and_reasoning(bedrock: Any) -> None:
     text = "".join(r.get("text", "") for r in reasoning)
     assert reasoning[-1] == {"signature": signature_for(text)}
     assert events[-2]["messageStop"]["stopReason"] == "tool_use"
+
+
+def test_a_corrupted_stream_breaks_botocores_checksum(bedrock: Any) -> None:
+    from botocore.eventstream import ChecksumMismatch
+
+    body = anthropic_body("corrupt [[sim: tokens=6 corrupt_after=2]]")
+    response = bedrock.invoke_model_with_response_stream(modelId=CLAUDE, body=body)
+    received: list[dict[str, Any]] = []
+    with pytest.raises(ChecksumMismatch), closing(response["body"]) as stream:
+        for event in stream:
+            received.append(orjson.loads(event["chunk"]["bytes"]))
+    assert [e["type"] for e in received].count("content_block_delta") == 2

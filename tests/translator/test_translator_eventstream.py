@@ -106,3 +106,11 @@ def test_invalid_streams_are_refused(stream: bytes, error: str) -> None:
         stream = prelude + struct.pack(">I", zlib.crc32(prelude)) + stream[12:]
     with pytest.raises(InvalidEventStream, match=error):
         EventStreamDecoder().feed(stream)
+
+
+def test_the_intact_messages_before_a_bad_one_come_with_the_error() -> None:
+    first = encode_event_message("messageStart", b'{"role":"assistant"}')
+    second = encode_event_message("contentBlockDelta", b'{"contentBlockIndex":0,"delta":{"text":"Hi"}}')
+    with pytest.raises(InvalidEventStream, match="message checksum") as caught:
+        EventStreamDecoder().feed(first + corrupt(second, len(second) - 1))
+    assert caught.value.messages == botocore_messages(first)
