@@ -171,6 +171,10 @@ class Supervisor:
                 "AWS_EC2_METADATA_DISABLED": "true",
             }
         )
+        # The simulator is on loopback: a proxy from the user's environment (HTTPS_PROXY) is
+        # for the real Bedrock, never for it.
+        no_proxy = ",".join(filter(None, [env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1"]))
+        translator["NO_PROXY"] = translator["no_proxy"] = no_proxy
         return translator
 
     # --- child processes -----------------------------------------------------------------
@@ -330,9 +334,14 @@ class Supervisor:
             if not cert:
                 context.verify_mode = ssl.CERT_NONE
 
+        # Never through a proxy from the environment (HTTPS_PROXY is for Bedrock, not loopback).
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+
         def probe() -> int:
             try:
-                with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+                with opener.open(url, timeout=2) as response:
                     return int(response.status)
             except urllib.error.HTTPError as error:
                 return error.code

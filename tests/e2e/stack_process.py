@@ -130,10 +130,12 @@ def start_stack(
     data_dir: Path,
     database_url: str | None,
     *extra_args: str,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
     timeout: float = 120.0,
+    simulator: bool = True,
 ) -> Stack:
-    """Run `brproxy up --bedrock-simulator` and wait for its ready line."""
+    """Run `brproxy up --bedrock-simulator` (or, with simulator=False, against the Bedrock its
+    `env` names) and wait for its ready line."""
     port = _free_port()
     child_env = dict(os.environ)
     for name in list(child_env):
@@ -142,11 +144,15 @@ def start_stack(
     child_env["ADMIN_API_KEY"] = BOOTSTRAP_KEY
     if database_url:
         child_env["DATABASE_URL"] = database_url
-    child_env.update(env or {})
+    for name, value in (env or {}).items():  # None: not inherited from this environment
+        if value is None:
+            child_env.pop(name, None)
+        else:
+            child_env[name] = value
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(port),
-         "--data-dir", str(data_dir), *extra_args],
+        [sys.executable, "-m", "brproxy", "up", *(["--bedrock-simulator"] if simulator else []),
+         "--port", str(port), "--data-dir", str(data_dir), *extra_args],
         env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: queue.Queue[str | None] = queue.Queue()
