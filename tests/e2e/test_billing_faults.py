@@ -273,3 +273,22 @@ def test_a_corrupted_stream_is_billed_and_ends_with_an_error(stack: Stack, api: 
     assert thread["status"] == "error"
     assert thread["estimated"] is True
     assert thread["tokens_out"] >= 1 and thread["fee"] > 0
+
+
+def test_a_busy_key_is_never_refused_while_its_grant_is_renewed(stack: Stack) -> None:
+    """More requests than one budget grant covers: grants are topped up, nothing is refused."""
+    key = stack.create_key("busy", month_quota=100)
+    bodies = [chat_body(i, tokens=2) for i in range(1500)]  # > CHUNK_REQUESTS + 1 of them
+
+    load = asyncio.run(run_load(stack.base_url, stack.verify, key["api_key"], bodies, 16))
+
+    assert len(load.ok) == 1500, [o.error or o.status for o in load.outcomes if o not in load.ok][:5]
+    assert_every_success_billed_once(stack, key["id"], load)
+    # What the replicas hold for the key never exceeds what it can still pay.
+    row = stack.sql(
+        "SELECT k.month_quota - k.month_fee + k.balance AS headroom,"
+        " (SELECT coalesce(sum(amount), 0) FROM budget_grants WHERE key_id = k.id) AS granted"
+        " FROM api_keys k WHERE k.id = $1",
+        key["id"],
+    )[0]
+    assert 0 <= row["granted"] <= row["headroom"]  # (an idle key's grant goes back after 1 s)
