@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,16 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from local_ports import free_port
 
 from brproxy.child_process import die_with_parent
 from brproxy.embedded_postgres import EmbeddedPostgres
 from core.migrate import apply_migrations
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:

@@ -7,32 +7,26 @@ with its lifespan running (pool and health-check clients open). Requests carry t
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from local_ports import free_port
 
 from admin_api import create_app
 from core.settings import Settings
 
 
-def _free_port() -> int:
-    # Bound and released at once: nothing listens there, so those health parts are down.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def settings(database_url: str) -> Settings:
+    # Free ports, bound and released at once: nothing listens there, so those health parts are down.
     return Settings(
         database_url=database_url,
-        authz_port=_free_port(),
-        translator_port=_free_port(),
-        meter_port=_free_port(),
+        authz_port=free_port(),
+        translator_port=free_port(),
+        meter_port=free_port(),
         billing_timezone="UTC",
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from admin_api_support import as_admin
+from local_ports import free_port
 
 import admin_api.__main__ as entry
 from core import asgi_serving
@@ -62,23 +62,17 @@ def test_main_without_a_database_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
         entry.main()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BRPROXY_DATABASE_URL": database_url,
         "BRPROXY_ADMIN_PORT": str(port),
         "BRPROXY_WORKERS": str(workers),
-        "BRPROXY_AUTHZ_PORT": str(_free_port()),
-        "BRPROXY_TRANSLATOR_PORT": str(_free_port()),
-        "BRPROXY_METER_PORT": str(_free_port()),
+        "BRPROXY_AUTHZ_PORT": str(free_port()),
+        "BRPROXY_TRANSLATOR_PORT": str(free_port()),
+        "BRPROXY_METER_PORT": str(free_port()),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "admin_api"],

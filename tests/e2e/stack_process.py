@@ -18,16 +18,9 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
+from local_ports import free_port
 
 BOOTSTRAP_KEY = "bootstrap-admin-key-for-tests-0123456789"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -136,7 +129,7 @@ def start_stack(
 ) -> Stack:
     """Run `brproxy up --bedrock-simulator` (or, with simulator=False, against the Bedrock its
     `env` names) and wait for its ready line."""
-    port = _free_port()
+    port = free_port()
     child_env = dict(os.environ)
     for name in list(child_env):
         if name.startswith(("BRPROXY_", "PGSQL_")) or name in ("DATABASE_URL",):

@@ -27,20 +27,13 @@ import openai
 import pytest
 import yarl
 from aiohttp import web
+from local_ports import free_port
 from stack_process import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
 ACCESS_KEY = "ASIAE2ECONTAINER"
 SECRET = "e2e-container-secret"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -93,7 +86,7 @@ def outside() -> Iterator[tuple[Outside, int, int]]:
     state = Outside()
     loop = asyncio.new_event_loop()
     runners: list[web.AppRunner] = []
-    ports = (_free_port(), _free_port())
+    ports = (free_port(), free_port())
 
     async def start() -> None:
         for handler, port in ((state.proxy, ports[0]), (state.credentials, ports[1])):
@@ -117,7 +110,7 @@ def outside() -> Iterator[tuple[Outside, int, int]]:
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bedrock_simulator", "--port", str(port),
          "--access-key-id", ACCESS_KEY, "--secret-access-key", SECRET, "--region", "eu-west-1"],
@@ -239,7 +232,7 @@ def test_a_proxy_that_refuses_is_a_clean_error(aws_stack: Stack, outside: tuple[
 
 def test_the_simulator_never_goes_through_a_proxy(tmp_path: Path, database_url: str) -> None:
     """With --bedrock-simulator, a proxy from the user's environment is not used for loopback."""
-    dead_proxy = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead_proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     stack = start_stack(tmp_path, database_url, env={"HTTP_PROXY": dead_proxy, "HTTPS_PROXY": dead_proxy})
     try:
         key = stack.create_key("sim-no-proxy", month_quota=5)["api_key"]

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 from cryptography import x509
+from local_ports import free_port
 from stack_process import start_stack, stop_stack
 
 from edge.tls import ensure_self_signed
@@ -95,7 +96,7 @@ def test_a_child_that_keeps_dying_stops_the_stack_naming_it(tmp_path: Path, data
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(_free_port()),
+            [sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(free_port()),
              "--data-dir", str(tmp_path)],
             env={**_clean_env(), "DATABASE_URL": database_url, "BRPROXY_METER_PORT": str(port)},
             capture_output=True, text=True, timeout=90,
@@ -107,12 +108,6 @@ def test_a_child_that_keeps_dying_stops_the_stack_naming_it(tmp_path: Path, data
         p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == []
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _clean_env() -> dict[str, str]:

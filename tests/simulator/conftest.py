@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,19 +11,13 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from local_ports import free_port
 from simulator_process import ACCESS_KEY, DEFAULT_TOKENS, REPO_ROOT, SECRET
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BRPROXY_SIM_SECRET_ACCESS_KEY": SECRET}
     process = subprocess.Popen(
         [
