@@ -32,6 +32,7 @@ from core.errors import anthropic_error
 from translator.converse_helpers import (
     IMAGE_MEDIA_TYPES,
     InvalidRequest,
+    TokenUsage,
     check_image_data,
     json_body,
     require,
@@ -301,14 +302,8 @@ def count_tokens_body(invoke_body: dict[str, Any]) -> bytes:
 
 
 @dataclass(slots=True)
-class AnthropicUsage:
-    """Token counts of one Claude call, as Anthropic's `usage` reports them."""
-
-    input: int = 0
-    output: int = 0
-    cache_read: int = 0
-    cache_write: int = 0
-    reported: bool = False
+class AnthropicUsage(TokenUsage):
+    """Token counts of one Claude call, read from Anthropic's `usage` and Bedrock's metrics."""
 
     def update(self, usage: Any) -> None:
         """Take every count present (message_delta's are cumulative and may repeat input)."""
