@@ -171,6 +171,20 @@ def _chat(stack: Stack, key: str) -> Any:
         )
 
 
+def _502_while(stack: Stack, key: str, state: Outside, failure: str) -> dict[str, Any]:
+    """The OpenAI error body of a call made while `failure` (a flag of `state`) is on."""
+    setattr(state, failure, True)
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            _chat(stack, key)
+    finally:
+        setattr(state, failure, False)
+    assert caught.value.status_code == 502
+    error = caught.value.body
+    assert isinstance(error, dict) and error["type"] == "server_error"
+    return error
+
+
 def test_calls_go_through_the_proxy_signed_with_refreshed_container_credentials(
     aws_stack: Stack, outside: tuple[Outside, int, int], simulator: str
 ) -> None:
@@ -199,15 +213,7 @@ def test_a_failing_credential_source_is_a_clean_502(
     state = outside[0]
     key = aws_stack.create_key("aws-env-creds-down", month_quota=5)["api_key"]
     before = len(state.proxied)
-    state.credentials_fail = True
-    try:
-        with pytest.raises(openai.APIStatusError) as caught:
-            _chat(aws_stack, key)
-    finally:
-        state.credentials_fail = False
-    assert caught.value.status_code == 502
-    error = caught.value.body
-    assert isinstance(error, dict) and error["type"] == "server_error"
+    error = _502_while(aws_stack, key, state, "credentials_fail")
     assert error["message"] == "The gateway's AWS credentials were refused by Bedrock."
     logs = "".join(aws_stack.output)
     assert "credentials" in logs  # the operator is told why (botocore's warning)
@@ -219,15 +225,7 @@ def test_a_failing_credential_source_is_a_clean_502(
 def test_a_proxy_that_refuses_is_a_clean_error(aws_stack: Stack, outside: tuple[Outside, int, int]) -> None:
     state = outside[0]
     key = aws_stack.create_key("aws-env-proxy-down", month_quota=5)["api_key"]
-    state.proxy_refuses = True
-    try:
-        with pytest.raises(openai.APIStatusError) as caught:
-            _chat(aws_stack, key)
-    finally:
-        state.proxy_refuses = False
-    assert caught.value.status_code == 502
-    error = caught.value.body
-    assert isinstance(error, dict) and error["type"] == "server_error" and error["message"]
+    assert _502_while(aws_stack, key, state, "proxy_refuses")["message"]
 
 
 def test_the_simulator_never_goes_through_a_proxy(tmp_path: Path, database_url: str) -> None:
