@@ -1,11 +1,11 @@
-"""Calls to the Bedrock Runtime API: boto3's configuration, SigV4 signing, aiohttp's I/O.
+"""Calls to the Bedrock Runtime API: boto3's configuration, SigV4 signing, pooled HTTP/1.1.
 
 boto3 resolves everything the standard AWS configuration says (the default credential
-chain, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, profiles);
-each request is signed with the same SigV4 signature a boto3 client would compute
-(`sigv4.py`, checked against botocore's in the tests) and travels over one pooled aiohttp
-connection pool instead of a full boto3 call: the same request on the wire, at a fraction
-of the CPU. The streaming answer is decoded with botocore's own event-stream parser.
+chain, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, `AWS_CA_BUNDLE`,
+profiles); each request is signed with the same SigV4 signature a boto3 client would compute
+(`sigv4.py`, checked against botocore's in the tests) and travels over pooled keep-alive
+connections (`bedrock_http.py`) instead of a full boto3 call: the same request on the wire,
+at a fraction of the CPU. Streamed answers are decoded by `eventstream.py`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import boto3
+import botocore.session
 import orjson
-import yarl
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 
 from translator.bedrock_errors import BedrockError
+from translator.bedrock_http import HttpFailure, HttpResponse, PooledHttp
 from translator.eventstream import EventStreamDecoder, InvalidEventStream
 from translator.sigv4 import SigningCredentials, SigV4Signer
 
@@ -49,8 +49,8 @@ log = logging.getLogger("translator.bedrock")
 _JSON = "application/json"
 
 
-def _error_from_response(status: int, headers: Any, body: bytes) -> BedrockError:
-    name = headers.get("x-amzn-ErrorType", "")
+def _error_from_response(status: int, headers: dict[str, str], body: bytes) -> BedrockError:
+    name = headers.get("x-amzn-errortype", "")
     message = ""
     try:
         parsed = orjson.loads(body) if body else {}
@@ -67,7 +67,7 @@ def _error_from_response(status: int, headers: Any, body: bytes) -> BedrockError
 class BedrockStream:
     """An open event-stream answer; iterate `event_batches()` for (event type, payload) pairs."""
 
-    response: aiohttp.ClientResponse
+    response: HttpResponse
     started: float
 
     first_byte_ms: int | None = None
@@ -83,7 +83,7 @@ class BedrockStream:
         stream: the events before it are yielded first, then BedrockError is raised.
         """
         decoder = EventStreamDecoder()
-        async for chunk in self.response.content.iter_any():
+        async for chunk in self._chunks():
             if self.first_byte_ms is None:
                 self.first_byte_ms = int((time.monotonic() - self.started) * 1000)
             corrupt: InvalidEventStream | None = None
@@ -118,6 +118,15 @@ class BedrockStream:
                 reason = f"corrupt event stream from Bedrock: {corrupt}"
                 raise BedrockError("InternalServerException", reason)
 
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.chunks():
+                yield chunk
+        except HttpFailure as error:  # the events before it were yielded: the stream ends in an error
+            raise BedrockError(
+                "InternalServerException", f"the stream from Bedrock broke off: {error}"
+            ) from None
+
     async def anthropic_event_batches(self) -> AsyncIterator[list[dict[str, Any]]]:
         """InvokeModelWithResponseStream's Anthropic events (each `chunk` carries one, base64),
         in the batches `event_batches` gives."""
@@ -150,7 +159,7 @@ class InvokeResult:
     first_byte_ms: int
 
 
-def _header_int(headers: Any, name: str) -> int | None:
+def _header_int(headers: dict[str, str], name: str) -> int | None:
     value = headers.get(name)
     return int(value) if value is not None and str(value).isdigit() else None
 
@@ -159,8 +168,8 @@ def proxy_for(url: str) -> str | None:
     """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY and NO_PROXY (either case), as botocore
     and curl choose it; None for a direct connection.
 
-    aiohttp's `trust_env` would also do this, but would read ~/.netrc as well and could then
-    put a second Authorization header next to the SigV4 one.
+    Only these variables: nothing like ~/.netrc, which could put a second Authorization
+    header next to the SigV4 one.
     """
     parts = urllib.parse.urlsplit(url)
     proxies = urllib.request.getproxies_environment()
@@ -185,19 +194,20 @@ class BedrockRuntime:
         region: str,
         credentials: Credentials | None,
         *,
-        max_connections: int = 1000,
+        ca_bundle: str | None = None,
         credential_check_s: float = CREDENTIAL_CHECK_S,
     ) -> None:
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self._credentials = credentials
         self._signer = SigV4Signer(region)
-        self._max_connections = max_connections
+        self._ca_bundle = ca_bundle
         self._credential_check_s = credential_check_s
         self._refresher: asyncio.Task[None] | None = None
         self._frozen: ReadOnlyCredentials | None = None
         """The credentials calls are signed with; refreshed off the event loop (see below)."""
-        self._http: aiohttp.ClientSession | None = None
+        self._http: PooledHttp | None = None
+        self._path_prefix = urllib.parse.urlsplit(self.endpoint_url).path
         self.proxy = proxy_for(self.endpoint_url)
         """The HTTP(S) proxy Bedrock calls go through, from the environment as botocore reads it."""
 
@@ -212,7 +222,8 @@ class BedrockRuntime:
     @classmethod
     def from_environment(cls) -> BedrockRuntime:
         """Configured exactly as `boto3.client("bedrock-runtime")` would be."""
-        session = boto3.session.Session()
+        core = botocore.session.get_session()
+        session = boto3.session.Session(botocore_session=core)
         # botocore reads AWS_DEFAULT_REGION; the other AWS SDKs (and many users) set AWS_REGION.
         region = session.region_name or os.environ.get("AWS_REGION")
         if not region:
@@ -222,21 +233,21 @@ class BedrockRuntime:
         credentials = session.get_credentials()
         if credentials is None:
             log.warning("no AWS credentials found: Bedrock calls will fail until some are configured")
-        return cls(client.meta.endpoint_url, client.meta.region_name, credentials)
+        ca_bundle = core.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE or the profile's
+        return cls(client.meta.endpoint_url, client.meta.region_name, credentials, ca_bundle=ca_bundle)
 
     async def __aenter__(self) -> BedrockRuntime:
         if self._credentials is not None:
             self._frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
             if isinstance(self._credentials, RefreshableCredentials):
                 self._refresher = asyncio.create_task(self._refresh_off_loop(), name="aws-credentials")
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=60, ttl_dns_cache=300
-            ),
-            # Long generations are normal; only connecting has a short deadline.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=900),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
+        # Long generations are normal: no overall deadline, only for connecting and for silence.
+        self._http = PooledHttp(
+            self.endpoint_url,
+            proxy=self.proxy,
+            ca_bundle=self._ca_bundle,
+            connect_timeout_s=10,
+            read_timeout_s=900,
         )
         return self
 
@@ -246,7 +257,7 @@ class BedrockRuntime:
         if self._refresher is not None:
             self._refresher.cancel()
         if self._http is not None:
-            await self._http.close()
+            self._http.close()
 
     async def _refresh_off_loop(self) -> None:
         """Keep temporary credentials (a role, SSO, IMDS, a container's) fresh from a thread.
@@ -267,8 +278,11 @@ class BedrockRuntime:
                 # Never the exception text: it could quote a credential source's answer.
                 log.warning("refreshing AWS credentials failed (%s); retrying", type(error).__name__)
 
+    def _path(self, model_id: str, operation: str) -> str:
+        return f"{self._path_prefix}/model/{_label(model_id)}/{operation}"
+
     def _url(self, model_id: str, operation: str) -> str:
-        return f"{self.endpoint_url}/model/{_label(model_id)}/{operation}"
+        return self.endpoint_url + self._path(model_id, operation)
 
     def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         if self._credentials is None:
@@ -295,30 +309,32 @@ class BedrockRuntime:
         headers["User-Agent"] = "brproxy"  # not signed, as botocore does not sign it either
         return headers
 
-    async def _post(self, model_id: str, operation: str, body: bytes, accept: str) -> aiohttp.ClientResponse:
+    async def _post(self, model_id: str, operation: str, body: bytes, accept: str) -> HttpResponse:
         assert self._http is not None, "use BedrockRuntime as an async context manager"
-        url = self._url(model_id, operation)
-        headers = self._signed_headers(url, body, accept)
+        path = self._path(model_id, operation)
+        headers = self._signed_headers(self.endpoint_url + path, body, accept)
         try:
-            # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
-            return await self._http.post(
-                yarl.URL(url, encoded=True), data=body, headers=headers, proxy=self.proxy
-            )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise BedrockError(
-                "ServiceUnavailableException", f"cannot reach Bedrock ({type(error).__name__})"
-            ) from None
+            return await self._http.post(path, headers, body)  # the path exactly as signed
+        except HttpFailure as error:
+            raise BedrockError("ServiceUnavailableException", f"cannot reach Bedrock ({error})") from None
 
-    async def _call(self, model_id: str, operation: str, body: bytes) -> tuple[Any, Any, int]:
+    async def _call(self, model_id: str, operation: str, body: bytes) -> tuple[Any, dict[str, str], int]:
         """One JSON call: (parsed answer, response headers, milliseconds until it was read)."""
         started = time.monotonic()
-        response = await self._post(model_id, operation, body, _JSON)
-        async with response:
-            raw = await response.read()
+        async with await self._post(model_id, operation, body, _JSON) as response:
+            try:
+                raw = await response.read()
+            except HttpFailure as error:
+                raise BedrockError(
+                    "ServiceUnavailableException", f"Bedrock's answer broke off ({error})"
+                ) from None
             elapsed = int((time.monotonic() - started) * 1000)
             if response.status >= 300:
                 raise _error_from_response(response.status, response.headers, raw)
-            return orjson.loads(raw), response.headers, elapsed
+            try:
+                return orjson.loads(raw), response.headers, elapsed
+            except orjson.JSONDecodeError:
+                raise BedrockError("InternalServerException", "Bedrock's answer is not JSON") from None
 
     async def converse(self, model_id: str, body: bytes) -> tuple[dict[str, Any], int]:
         """POST /model/{id}/converse → (response JSON, first-byte latency in ms)."""
@@ -354,5 +370,9 @@ class BedrockRuntime:
         response = await self._post(model_id, operation, body, "application/vnd.amazon.eventstream")
         if response.status >= 300:
             async with response:
-                raise _error_from_response(response.status, response.headers, await response.read())
+                try:
+                    raw = await response.read()
+                except HttpFailure:
+                    raw = b""
+                raise _error_from_response(response.status, response.headers, raw)
         return BedrockStream(response, started)

@@ -313,7 +313,7 @@ def test_no_credentials_is_refused_before_sending() -> None:
     [
         pytest.param(
             400,
-            {"x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/coral/x/"},
+            {"x-amzn-errortype": "ValidationException:http://internal.amazon.com/coral/x/"},
             b'{"message":"bad"}',
             "ValidationException",
             "bad",
@@ -329,7 +329,7 @@ def test_no_credentials_is_refused_before_sending() -> None:
         ),
         pytest.param(
             429,
-            {"x-amzn-ErrorType": "ThrottlingException"},
+            {"x-amzn-errortype": "ThrottlingException"},
             b'{"__type":"Other","message":"slow"}',
             "ThrottlingException",
             "slow",
