@@ -66,6 +66,8 @@ SIMULATOR_ROLES = ("simulator",)
 BRPROXY_ROLES = ("envoy", "authz", "translator", "meter", "admin_api", "postgres", "simulator")
 LITELLM_ROLES = ("litellm", "simulator")
 LOAD_GENERATOR = "(load generator)"
+MODERATE_CONCURRENCY = (16,)
+"""The concurrency of the added-latency target, measured again under a moderate load."""
 
 
 def free_port() -> int:
@@ -152,15 +154,20 @@ def stop_brproxy(stack: RunningStack) -> None:
     stack.process.wait(timeout=60)
 
 
-def prompt(tokens: int) -> str:
-    """The same prompt for every side; the simulator echoes its first 40 characters."""
-    return f"Benchmark prompt, please answer. [[sim:tokens={tokens}]]"
+def prompt(tokens: int, latency_ms: int | None = None) -> str:
+    """The same prompt for every side; the simulator echoes its first 40 characters.
+
+    `latency_ms` asks the simulator for that latency on this request (its `latency_ms`
+    directive), overriding the latency it was started with.
+    """
+    latency = f" latency_ms={latency_ms}" if latency_ms is not None else ""
+    return f"Benchmark prompt, please answer. [[sim:tokens={tokens}{latency}]]"
 
 
-def chat_body(stream: bool, tokens: int) -> dict[str, Any]:
+def chat_body(stream: bool, tokens: int, latency_ms: int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": prompt(tokens)}],
+        "messages": [{"role": "user", "content": prompt(tokens, latency_ms)}],
         "max_tokens": 256,
     }
     if stream:
@@ -168,19 +175,19 @@ def chat_body(stream: bool, tokens: int) -> dict[str, Any]:
     return body
 
 
-def chat_request(url: str, api_key: str, stream: bool, tokens: int) -> Request:
+def chat_request(url: str, api_key: str, stream: bool, latency_ms: int | None, tokens: int) -> Request:
     """An OpenAI chat completion, the same bytes for BRProxy and LiteLLM."""
     return Request(
         url=yarl.URL(url + "/v1/chat/completions"),
-        body=json.dumps(chat_body(stream, tokens)).encode(),
+        body=json.dumps(chat_body(stream, tokens, latency_ms)).encode(),
         headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
         stream=stream,
         first_token_marker=b'"content":"Simulated',
     )
 
 
-def simulator_request(simulator_url: str, stream: bool, tokens: int) -> Request:
-    body = converse_body(prompt(tokens))
+def simulator_request(simulator_url: str, stream: bool, latency_ms: int | None, tokens: int) -> Request:
+    body = converse_body(prompt(tokens, latency_ms))
     url, headers = signed_converse(simulator_url, body, stream)
     return Request(
         # encoded=True: send the path exactly as signed (%3A stays %3A).
@@ -198,8 +205,9 @@ class Side:
 
     name: str
     roles: tuple[str, ...]
-    make_request: Callable[[bool], Request]
-    """Given `stream`, the request to send (built once per run, sent many times)."""
+    make_request: Callable[[bool, int | None], Request]
+    """Given `stream` and a latency to ask of the simulator (None: its own), the request to send
+    (built once per run, sent many times)."""
     ca_file: str | None = None
 
 
@@ -235,16 +243,27 @@ def _cpu_delta(before: Sample, after: Sample, requests: int, roles: tuple[str, .
     }
 
 
+@dataclass(frozen=True)
+class Phase:
+    """Scenarios run with one simulator latency."""
+
+    latency_ms: int
+    directive: bool
+    """Ask for `latency_ms` in each request (the simulator was started with another)."""
+    concurrencies: tuple[int, ...]
+    scenarios: tuple[str, ...]
+
+
 def measure(
-    side: Side, groups: ProcessGroups, stream: bool, concurrency: int, args: argparse.Namespace
+    side: Side, groups: ProcessGroups, stream: bool, concurrency: int, phase: Phase, args: argparse.Namespace
 ) -> Measured:
-    request = side.make_request(stream)
+    request = side.make_request(stream, phase.latency_ms if phase.directive else None)
     before = groups.sample()
     own_before = time.process_time()
     result = uvloop.run(
         run_load(
             lambda _i: request, concurrency, max_requests=args.requests, max_seconds=args.seconds,
-            ca_file=side.ca_file, spread_s=args.sim_latency_ms / 1000,
+            ca_file=side.ca_file, spread_s=phase.latency_ms / 1000,
         )
     )  # fmt: skip
     own = time.process_time() - own_before
@@ -358,7 +377,9 @@ def _summary(m: Measured) -> dict[str, Any]:
 def print_summary(rows: list[dict[str, Any]]) -> None:
     names = [name for name in ("simulator", "brproxy", "litellm") if name in rows[0]]
     print("\nSummary: rps, added p99 and TTFT p50 overhead (ms) over the simulator alone")
-    header = f"  {'scenario':<10} {'conc':>4}  " + "  ".join(f"{name + ' rps':>13}" for name in names)
+    header = f"  {'scenario':<10} {'conc':>4} {'sim ms':>6}  " + "  ".join(
+        f"{name + ' rps':>13}" for name in names
+    )
     proxies = [name for name in names if name != "simulator"]
     header += "  " + "  ".join(f"{name + ' +p99':>13}" for name in proxies)
     header += "  " + "  ".join(f"{name + ' +TTFT':>14}" for name in proxies)
@@ -367,7 +388,7 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
     print(header)
     for row in rows:
         sim = row["simulator"]
-        line = f"  {row['scenario']:<10} {row['concurrency']:>4}  "
+        line = f"  {row['scenario']:<10} {row['concurrency']:>4} {row['sim_latency_ms']:>6}  "
         line += "  ".join(f"{row[name]['rps']:13.0f}" for name in names)
         line += "  " + "  ".join(f"{row[name]['p99_ms'] - sim['p99_ms']:13.1f}" for name in proxies)
         ttft = [
@@ -386,6 +407,50 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
         print(line)
 
 
+def _verdict(met: bool) -> str:
+    return "[met]    " if met else "[NOT met]"
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    """Issue 5's targets for this 2-core machine, each with the figure it is judged on."""
+    print("\nTargets (this 2-core machine; measured, never asserted):")
+
+    def where(row: dict[str, Any]) -> str:
+        load = "saturated" if row["sim_latency_ms"] == 0 and row["concurrency"] >= 16 else "not saturated"
+        return (
+            f"{row['scenario']}, concurrency {row['concurrency']}, "
+            f"simulator latency {row['sim_latency_ms']} ms ({load})"
+        )
+
+    for row in rows:
+        if row["scenario"] != "non-stream" or row["concurrency"] != 64 or "brproxy" not in row:
+            continue
+        rps = row["brproxy"]["rps"]
+        print(f"  {_verdict(rps >= 1000)} >= 1000 rps through the full stack, {where(row)}: {rps:.0f} rps")
+        ratio = (row.get("brproxy_vs_litellm") or {}).get("throughput")
+        if ratio is not None:
+            peer = row["litellm"]["rps"]
+            figure = f"{ratio:.1f}x ({peer:.0f} rps)"
+            print(f"  {_verdict(ratio >= 10)} >= 10x LiteLLM's throughput, {where(row)}: {figure}")
+    for row in rows:
+        if row["concurrency"] != 16 or "brproxy" not in row:
+            continue
+        added = row["brproxy"]["p99_ms"] - row["simulator"]["p99_ms"]
+        ratio = (row.get("brproxy_vs_litellm") or {}).get("added_p99")
+        met = added <= 10 and (ratio is None or ratio <= 0.1)
+        versus = f" ({ratio:.2f}x LiteLLM's)" if ratio is not None else ""
+        target = "added p99 <= 10 ms and <= 0.1x LiteLLM's"
+        print(f"  {_verdict(met)} {target}, {where(row)}: {added:.1f} ms{versus}")
+    for row in rows:
+        if row["scenario"] != "stream" or "brproxy" not in row:
+            continue
+        brp, sim = row["brproxy"]["ttft_p50_ms"], row["simulator"]["ttft_p50_ms"]
+        if brp is None or sim is None:
+            continue
+        overhead = brp - sim
+        print(f"  {_verdict(overhead <= 5)} TTFT overhead p50 <= 5 ms, {where(row)}: {overhead:.1f} ms")
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -395,7 +460,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10000, help="max requests per run (default 10000)")
     parser.add_argument("--seconds", type=float, default=15.0, help="max seconds per run (default 15)")
     parser.add_argument("--tokens", type=int, default=16, help="output tokens per answer (default 16)")
-    parser.add_argument("--sim-latency-ms", type=int, default=0, help="simulator latency before answering")
+    parser.add_argument(
+        "--sim-latency-ms", type=int, default=0, help="simulator latency before answering (default 0)"
+    )
+    parser.add_argument(
+        "--moderate-latency-ms",
+        type=int,
+        default=40,
+        help="with --sim-latency-ms 0, then also run concurrency 16 with this simulator latency"
+        " (default 40; 0 = skip)",
+    )
     parser.add_argument(
         "--sim-tokens-per-second", type=float, default=0.0, help="simulator token rate (0 = max)"
     )
@@ -494,35 +568,59 @@ def main() -> None:
             )  # fmt: skip
             print(check.line())
 
-        figures = run_scenarios(sides, ProcessGroups(roots), args)
+        figures: list[dict[str, Any]] = []
+        for phase in phases(args):
+            if phase.directive:
+                print(
+                    f"\n--- moderate load: each request asks the simulator for {phase.latency_ms} ms of"
+                    " latency; clients staggered over one latency period ---"
+                )
+            figures += run_scenarios(sides, ProcessGroups(roots), phase, args)
         if figures:
             print_summary(figures)
-            if args.sim_latency_ms == 0:
+            if any(row["sim_latency_ms"] == 0 and row["concurrency"] >= 16 for row in figures):
                 # Said with the figures, so nobody reads saturation as the proxy's latency.
                 print(
                     "note: with the simulator answering at once, a closed loop of 16 or more clients"
                     " saturates this machine's cores (load generator and simulator included), so"
-                    " added latency there is mostly queueing; `--sim-latency-ms 40` measures it"
-                    " under a moderate load (clients staggered over one latency period)."
+                    " added latency there is mostly queueing; the rows with a simulator latency"
+                    " measure it under a moderate load."
                 )
+            print_targets(figures)
         print(f"machine load average {os.getloadavg()[0]:.2f} at the end")
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
 
 
-def run_scenarios(sides: list[Side], groups: ProcessGroups, args: argparse.Namespace) -> list[dict[str, Any]]:
+def phases(args: argparse.Namespace) -> list[Phase]:
+    """The scenarios at the simulator's own latency; then, if that is 0, the moderate-load ones."""
+    scenarios = tuple(args.scenarios.split(","))
+    main = Phase(args.sim_latency_ms, False, tuple(int(c) for c in args.concurrency.split(",")), scenarios)
+    if args.sim_latency_ms or not args.moderate_latency_ms:
+        return [main]
+    moderate = Phase(args.moderate_latency_ms, True, MODERATE_CONCURRENCY, scenarios)
+    return [main, moderate]
+
+
+def run_scenarios(
+    sides: list[Side], groups: ProcessGroups, phase: Phase, args: argparse.Namespace
+) -> list[dict[str, Any]]:
     figures: list[dict[str, Any]] = []
-    for scenario in args.scenarios.split(","):
+    for scenario in phase.scenarios:
         stream = scenario == "stream"
-        for concurrency in (int(c) for c in args.concurrency.split(",")):
-            print(f"\n{scenario}, concurrency {concurrency}:")
+        for concurrency in phase.concurrencies:
+            print(f"\n{scenario}, concurrency {concurrency}, simulator latency {phase.latency_ms} ms:")
             measured: dict[str, Measured] = {}
             for side in sides:
-                measured[side.name] = measure(side, groups, stream, concurrency, args)
+                measured[side.name] = measure(side, groups, stream, concurrency, phase, args)
                 report(
                     measured[side.name], None if side.name == "simulator" else measured["simulator"], stream
                 )
-            row: dict[str, Any] = {"scenario": scenario, "concurrency": concurrency}
+            row: dict[str, Any] = {
+                "scenario": scenario,
+                "concurrency": concurrency,
+                "sim_latency_ms": phase.latency_ms,
+            }
             row.update({name: _summary(m) for name, m in measured.items()})
             if "brproxy" in measured and "litellm" in measured:
                 ratios = brproxy_vs_litellm(
@@ -543,7 +641,7 @@ def memory_check(stack: RunningStack, key: str, groups: ProcessGroups, args: arg
     """
     total = args.memory_check
     checkpoints = [total // 10, total // 2, total]
-    request = chat_request(stack.url, key, False, args.tokens)
+    request = chat_request(stack.url, key, False, None, args.tokens)
     sent = 0
     rss_at: dict[int, dict[str, int]] = {}
     pss_at: dict[int, dict[str, int]] = {}

@@ -4,7 +4,7 @@ boto3 resolves everything the standard AWS configuration says (the default crede
 chain, `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`, `AWS_CA_BUNDLE`,
 profiles); each request is signed with the same SigV4 signature a boto3 client would compute
 (`sigv4.py`, checked against botocore's in the tests) and travels over pooled keep-alive
-connections (`bedrock_http.py`) instead of a full boto3 call: the same request on the wire,
+connections (`pooled_http.py`) instead of a full boto3 call: the same request on the wire,
 at a fraction of the CPU. Streamed answers are decoded by `eventstream.py`.
 """
 
@@ -31,8 +31,8 @@ import orjson
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 
 from translator.bedrock_errors import BedrockError
-from translator.bedrock_http import HttpFailure, HttpResponse, PooledHttp
 from translator.eventstream import EventStreamDecoder, InvalidEventStream
+from translator.pooled_http import HttpFailure, HttpResponse, PooledHttp
 from translator.sigv4 import SigningCredentials, SigV4Signer
 
 __all__ = ["BedrockRuntime", "BedrockStream", "InvokeResult", "proxy_for"]

@@ -15,12 +15,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+import urllib.parse
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 from core.usage import UsageEvent
+from translator.pooled_http import HttpFailure, PooledHttp
 from translator.usage_spool import Segment, UsageSpool
 
 __all__ = ["MeterSink"]
@@ -32,20 +33,22 @@ MAX_BATCH = 500
 MEMORY_CAP = 200_000
 """Events kept in memory while the meter is away; older batches are re-read from disk."""
 _ADOPT_EVERY_S = 5.0
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class MeterSink:
     """A durable, batching, retrying client of the meter's ingest endpoint."""
 
     def __init__(self, meter_url: str, spool_dir: Path, flush_interval_ms: int = 50) -> None:
-        self._url = meter_url.rstrip("/") + "/events"
+        self._meter_url = meter_url.rstrip("/")
+        self._path = urllib.parse.urlsplit(self._meter_url).path + "/events"
         self._spool_dir = spool_dir
         self._interval = flush_interval_ms / 1000
         self._spool: UsageSpool | None = None
         self._ready: collections.deque[Segment] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: PooledHttp | None = None
         self._closing = False
 
     @property
@@ -67,7 +70,7 @@ class MeterSink:
         if orphans:
             log.info("replaying %d usage events left by a previous translator", sum(s.count for s in orphans))
         self._ready.extend(orphans)
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, sock_connect=2))
+        self._http = PooledHttp(self._meter_url, connect_timeout_s=2, read_timeout_s=30)
         self._task = asyncio.create_task(self._run(), name="meter-sink")
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -86,7 +89,7 @@ class MeterSink:
             if left:
                 log.warning("%d usage events stay in the spool for the next start", left)
         if self._http is not None:
-            await self._http.close()
+            self._http.close()
 
     async def _seal_active(self) -> None:
         assert self._spool is not None
@@ -142,12 +145,11 @@ class MeterSink:
             return True
         body = orjson.dumps({"events": events})  # dataclasses, serialised by orjson directly
         try:
-            async with self._http.post(
-                self._url, data=body, headers={"content-type": "application/json"}
-            ) as r:
+            async with await self._http.post(self._path, _JSON_HEADERS, body) as r:
+                await r.read()  # the whole answer, so the connection can carry the next batch
                 if r.status == 200:
                     return True
                 log.warning("meter refused a batch of %d events: HTTP %d", len(events), r.status)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            log.warning("meter unreachable (%s); %d events waiting", type(error).__name__, self.pending)
+        except HttpFailure as error:
+            log.warning("meter unreachable (%s); %d events waiting", error, self.pending)
         return False

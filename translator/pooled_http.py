@@ -1,11 +1,12 @@
-"""HTTP/1.1 to Bedrock Runtime: pooled keep-alive connections, TLS, an optional forward proxy.
+"""The translator's HTTP/1.1 client: pooled keep-alive connections, TLS, an optional forward proxy.
 
-Why not an HTTP client library: profiled at 1,300 requests per second, aiohttp's client
-took about a quarter of the translator's CPU (request objects, header multidicts, payload
-registries, stream readers) for what is, here, always the same exchange: one POST with a
-body of known length to one endpoint, its answer read whole or relayed as it arrives. This
-module does only that, on asyncio protocols with httptools' parser, so the translator's
-cost per call is its own work plus the system calls.
+It carries the calls to Bedrock Runtime and the usage batches to the meter. Why not an HTTP
+client library: profiled at 1,300 requests per second, aiohttp's client took about a
+quarter of the translator's CPU (request objects, header multidicts, payload registries,
+stream readers) for what is, here, always the same exchange: one POST with a body of known
+length to one endpoint, its answer read whole or relayed as it arrives. This module does
+only that, on asyncio protocols with httptools' parser, so the translator's cost per call
+is its own work plus the system calls.
 
 What it keeps from a full client:
 - keep-alive connections, reused most-recent first; an idle one is dropped after
@@ -16,8 +17,8 @@ What it keeps from a full client:
   `Proxy-Authorization` from the proxy URL's user:password;
 - deadlines: `connect_timeout_s` to connect (proxy tunnel and TLS handshake included),
   `read_timeout_s` of silence while an answer is awaited or relayed;
-- back-pressure: reading from Bedrock pauses while more than `HIGH_WATER` bytes of a relayed
-  answer wait for a slow client.
+- back-pressure: reading from the socket pauses while more than `HIGH_WATER` bytes of a
+  relayed answer wait for a slow client.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class _Connection(asyncio.Protocol):
             raise self.failure
 
     def _time_out(self) -> None:
-        self._lose(HttpFailure(f"no data from Bedrock for {self._read_timeout_s:g} s"))
+        self._lose(HttpFailure(f"no data from the server for {self._read_timeout_s:g} s"))
         self.close()
 
     def _lose(self, failure: HttpFailure) -> None:

@@ -1,4 +1,4 @@
-"""The translator's HTTP/1.1 layer to Bedrock (`translator/bedrock_http.py`) against scripted servers.
+"""The translator's HTTP/1.1 client (`translator/pooled_http.py`) against scripted servers.
 
 Each server here is a few lines of asyncio that answer exactly as a test needs (reuse a
 connection or close it, break off mid-answer, stay silent, refuse a tunnel), which a real
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge.tls import ensure_self_signed
-from translator.bedrock_http import HttpFailure, PooledHttp
+from translator.pooled_http import HttpFailure, PooledHttp
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -175,7 +175,7 @@ async def test_silence_longer_than_the_read_timeout_fails() -> None:
 
     async with serving(silent) as server:
         http = PooledHttp(server.url, read_timeout_s=0.2)
-        with pytest.raises(HttpFailure, match=r"no data from Bedrock for 0\.2 s"):
+        with pytest.raises(HttpFailure, match=r"no data from the server for 0\.2 s"):
             await http.post("/x", {}, b"")
         http.close()
 
