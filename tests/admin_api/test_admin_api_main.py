@@ -41,7 +41,7 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) ->
         "port": 19999,
         "workers": 4,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": asgi_serving.CoalescingHttpToolsProtocol,
         "access_log": False,
         "proxy_headers": False,
         "log_level": "warning",
