@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
         server_header=False,
         lifespan="off",
+        # As Bedrock, keep idle connections longer than clients do (the translator drops its
+        # own after 20 s), so a client never sends a request into a connection being closed.
+        timeout_keep_alive=75,
     )
 
 
