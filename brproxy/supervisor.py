@@ -38,6 +38,7 @@ import orjson
 
 from brproxy.child_process import die_with_parent
 from brproxy.embedded_postgres import EmbeddedPostgres
+from brproxy.process_limits import raise_open_file_limit
 from core.migrate import apply_migrations
 from core.settings import Settings, database_url_from_env
 
@@ -372,6 +373,9 @@ class Supervisor:
     async def start(self) -> Settings:
         started = time.monotonic()
         self._lock_data_dir()
+        before, after = raise_open_file_limit()  # every service started below inherits it
+        if after != before:
+            log.info("open-file limit raised from %d to %d", before, after)
         self._ensure_admin_key()
         if self.options.bedrock_simulator:
             self._announce_simulator()
