@@ -8,6 +8,7 @@ Bedrock does only sometimes. The end-to-end tests run the same layer against the
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from edge.tls import ensure_self_signed
+from translator.bedrock_client import BedrockRuntime
+from translator.bedrock_errors import BedrockError
 from translator.pooled_http import HttpFailure, PooledHttp
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -340,3 +343,38 @@ async def test_closing_an_answer_mid_way_ends_the_relay_quietly_and_drops_the_co
         assert not response._connection.usable
         assert http._idle == []  # a half-read answer never goes back to the pool
         http.close()
+
+
+async def test_bedrock_calls_trust_the_ca_bundle_of_the_aws_configuration(
+    tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """AWS_CA_BUNDLE (as boto3 reads it) is what the translator trusts for Bedrock's TLS."""
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    box: list[Server] = []
+    async with serving(
+        keep_answering(box, b'{"output":{"message":{"content":[]}}}'), tls=server_tls
+    ) as bedrock:
+        box.append(bedrock)
+        for name in list(os.environ):
+            if name.startswith("AWS_"):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock.url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        async with BedrockRuntime.from_environment() as runtime:
+            answer, _ = await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+        assert answer == {"output": {"message": {"content": []}}}
+        monkeypatch.delenv("AWS_CA_BUNDLE")  # the system's CAs alone do not trust this server
+        async with BedrockRuntime.from_environment() as runtime:
+            with pytest.raises(BedrockError) as refused:
+                await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+        assert refused.value.name == "ServiceUnavailableException"
+        assert "SSLCertVerificationError" in refused.value.message
+    assert len(bedrock.requests) == 1
+    assert b"Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/" in bedrock.requests[0]
