@@ -19,7 +19,7 @@ import os
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -183,6 +183,10 @@ _MANDATORY_REFRESH_S = 10 * 60
 """botocore's own mandatory-refresh window: inside it, credentials must be refreshed to be used."""
 CREDENTIAL_CHECK_S = 60.0
 """How often temporary AWS credentials are checked (and refreshed if due) off the event loop."""
+CREDENTIAL_RETRY_FIRST_S = 0.5
+CREDENTIAL_RETRY_MAX_S = 10.0
+"""The first and the longest wait between attempts to load credentials whose source failed
+at start (doubling in between)."""
 
 
 class BedrockRuntime:
@@ -196,7 +200,11 @@ class BedrockRuntime:
         *,
         ca_bundle: str | None = None,
         credential_check_s: float = CREDENTIAL_CHECK_S,
+        load_credentials: Callable[[], Credentials | None] | None = None,
     ) -> None:
+        """`load_credentials`, given when `credentials` could not be loaded (their source was
+        failing), is retried off the event loop until it gives some; calls fail cleanly
+        until then."""
         self.endpoint_url = endpoint_url.rstrip("/")
         self.region = region
         self._credentials = credentials
@@ -204,6 +212,8 @@ class BedrockRuntime:
         self._ca_bundle = ca_bundle
         self._credential_check_s = credential_check_s
         self._refresher: asyncio.Task[None] | None = None
+        self._load_credentials = load_credentials
+        self._loader: asyncio.Task[None] | None = None
         self._frozen: ReadOnlyCredentials | None = None
         """The credentials calls are signed with; refreshed off the event loop (see below)."""
         self._http: PooledHttp | None = None
@@ -229,18 +239,39 @@ class BedrockRuntime:
         if not region:
             region = "us-east-1"
             log.warning("no AWS region configured (AWS_REGION / AWS_DEFAULT_REGION); using %s", region)
-        client = session.client("bedrock-runtime", region_name=region)
-        credentials = session.get_credentials()
+        # The client only resolves the endpoint (AWS_ENDPOINT_URL_BEDROCK_RUNTIME, FIPS, ...):
+        # placeholder keys keep it from loading the credential chain, which is done below.
+        client = session.client(
+            "bedrock-runtime", region_name=region, aws_access_key_id="-", aws_secret_access_key="-"
+        )
+        ca_bundle = core.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE or the profile's
+        try:
+            credentials = session.get_credentials()
+        except Exception as error:  # a source in the chain failed (IMDS, a container's, SSO, STS)
+            # Start anyway, and keep trying: a translator that refused to start would leave
+            # the whole gateway down (and a pod crash-looping) for as long as the source is.
+            # Never the exception text: it could quote the source's answer.
+            log.warning(
+                "loading AWS credentials failed (%s); retrying in the background", type(error).__name__
+            )
+            return cls(
+                client.meta.endpoint_url,
+                client.meta.region_name,
+                None,
+                ca_bundle=ca_bundle,
+                load_credentials=session.get_credentials,
+            )
         if credentials is None:
             log.warning("no AWS credentials found: Bedrock calls will fail until some are configured")
-        ca_bundle = core.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE or the profile's
         return cls(client.meta.endpoint_url, client.meta.region_name, credentials, ca_bundle=ca_bundle)
 
     async def __aenter__(self) -> BedrockRuntime:
         if self._credentials is not None:
-            self._frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
-            if isinstance(self._credentials, RefreshableCredentials):
-                self._refresher = asyncio.create_task(self._refresh_off_loop(), name="aws-credentials")
+            await self._use(self._credentials)
+        elif self._load_credentials is not None:
+            self._loader = asyncio.create_task(
+                self._load_off_loop(self._load_credentials), name="aws-credentials"
+            )
         # Long generations are normal: no overall deadline, only for connecting and for silence.
         self._http = PooledHttp(
             self.endpoint_url,
@@ -254,10 +285,39 @@ class BedrockRuntime:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._loader):
+            if task is not None:
+                task.cancel()
         if self._http is not None:
             self._http.close()
+
+    async def _use(self, credentials: Credentials) -> None:
+        """Sign with `credentials` from now on (keeping temporary ones fresh)."""
+        try:
+            self._frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+        except Exception as error:  # their source fails now: each call asks again (see _signed_headers)
+            log.warning("refreshing AWS credentials failed (%s); retrying", type(error).__name__)
+        self._credentials = credentials
+        if isinstance(credentials, RefreshableCredentials):
+            self._refresher = asyncio.create_task(self._refresh_off_loop(), name="aws-credentials")
+
+    async def _load_off_loop(self, load: Callable[[], Credentials | None]) -> None:
+        """Retry loading credentials whose source failed at start, with backoff, from a thread."""
+        wait = CREDENTIAL_RETRY_FIRST_S
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                credentials = await asyncio.to_thread(load)
+            except Exception as error:  # still failing: the text is not logged (see from_environment)
+                log.debug("loading AWS credentials failed again (%s)", type(error).__name__)
+                wait = min(wait * 2, CREDENTIAL_RETRY_MAX_S)
+                continue
+            if credentials is None:
+                log.warning("no AWS credentials found: Bedrock calls will fail until some are configured")
+            else:
+                log.info("AWS credentials loaded")
+                await self._use(credentials)
+            return
 
     async def _refresh_off_loop(self) -> None:
         """Keep temporary credentials (a role, SSO, IMDS, a container's) fresh from a thread.
@@ -286,6 +346,8 @@ class BedrockRuntime:
 
     def _signed_headers(self, url: str, body: bytes, accept: str) -> dict[str, str]:
         if self._credentials is None:
+            if self._loader is not None and not self._loader.done():
+                raise BedrockError("ExpiredTokenException", "AWS credentials could not be loaded yet")
             raise BedrockError("UnrecognizedClientException", "no AWS credentials are configured")
         frozen = self._frozen
         stale = isinstance(self._credentials, RefreshableCredentials) and self._credentials.refresh_needed(

@@ -136,11 +136,22 @@ def aws_stack(
     outside: tuple[Outside, int, int],
     simulator: str,
 ) -> Iterator[Stack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("aws-env"), database_url, env=aws_env(outside, simulator), simulator=False
+    )
+    try:
+        yield stack
+    finally:
+        assert not stop_stack(stack)
+
+
+def aws_env(outside: tuple[Outside, int, int], simulator: str) -> dict[str, str | None]:
+    """The stack's environment: Bedrock, credentials and proxy all from the AWS configuration."""
     _, proxy_port, credentials_port = outside
     # Nothing of this machine's AWS configuration but its CA bundle (a proxy may need it).
     inherited = [name for name in os.environ if name.startswith("AWS_") and name != "AWS_CA_BUNDLE"]
     aws: dict[str, str | None] = dict.fromkeys(inherited)
-    env: dict[str, str | None] = {
+    return {
         **aws,
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": simulator,
         "AWS_REGION": "eu-west-1",
@@ -151,11 +162,6 @@ def aws_stack(
         "HTTP_PROXY": f"http://proxy-user:proxy-password@127.0.0.1:{proxy_port}",
         "NO_PROXY": "",
     }
-    stack = start_stack(tmp_path_factory.mktemp("aws-env"), database_url, env=env, simulator=False)
-    try:
-        yield stack
-    finally:
-        assert not stop_stack(stack)
 
 
 def _chat(stack: Stack, key: str) -> Any:
@@ -220,6 +226,42 @@ def test_a_failing_credential_source_is_a_clean_502(
     assert SECRET not in logs and "session-token-" not in logs  # but no credential is
     assert len(state.proxied) == before  # nothing was sent with expiring credentials
     assert _chat(aws_stack, key).choices[0].message.content  # and it recovers at once
+
+
+def test_the_gateway_starts_while_the_credential_source_is_down_and_uses_it_once_back(
+    tmp_path: Path, database_url: str, outside: tuple[Outside, int, int], simulator: str
+) -> None:
+    state = outside[0]
+    state.credentials_fail = True
+    try:
+        stack = start_stack(tmp_path, database_url, env=aws_env(outside, simulator), simulator=False)
+    except BaseException:
+        state.credentials_fail = False
+        raise
+    try:
+        key = stack.create_key("aws-env-late-creds", month_quota=5)["api_key"]
+        try:
+            with pytest.raises(openai.APIStatusError) as caught:
+                _chat(stack, key)
+        finally:
+            state.credentials_fail = False  # the source is back
+        assert caught.value.status_code == 502
+        assert caught.value.body["message"] == "The gateway's AWS credentials were refused by Bedrock."  # type: ignore[index]
+        deadline = time.monotonic() + 30  # the translator retries with backoff, at most 10 s apart
+        while True:
+            try:
+                answer = _chat(stack, key)
+                break
+            except openai.APIStatusError as error:
+                assert error.status_code == 502 and time.monotonic() < deadline
+                time.sleep(0.5)
+        assert answer.choices[0].message.content
+        logs = "".join(stack.output)
+        assert "loading AWS credentials failed (CredentialRetrievalError)" in logs
+        assert "AWS credentials loaded" in logs
+        assert SECRET not in logs and "session-token-" not in logs
+    finally:
+        assert not stop_stack(stack)
 
 
 def test_a_proxy_that_refuses_is_a_clean_error(aws_stack: Stack, outside: tuple[Outside, int, int]) -> None:

@@ -22,6 +22,7 @@ from aiohttp import web
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.credentials import Credentials
 
+import translator.bedrock_client
 import translator.sigv4
 from bedrock_simulator.eventstream import encode_event_message, encode_exception_message
 from translator.bedrock_client import BedrockRuntime, _error_from_response, proxy_for
@@ -525,3 +526,45 @@ async def test_credentials_that_cannot_be_refreshed_fail_the_call_cleanly(fake_b
     assert caught.value.status == 502
     assert "secret-detail" not in str(caught.value) and "secret-detail" not in caught.value.client_message
     assert fake_bedrock.requests == []  # nothing was sent with credentials about to expire
+
+
+async def test_credentials_whose_source_fails_at_start_are_loaded_in_the_background(
+    fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(translator.bedrock_client, "CREDENTIAL_RETRY_FIRST_S", 0.01)
+    source_up = asyncio.Event()
+    attempts: list[float] = []
+
+    def load() -> Credentials:
+        attempts.append(1)
+        if not source_up.is_set():
+            raise RuntimeError("the credential source is down: secret-detail")
+        return Credentials(ACCESS_KEY, SECRET)
+
+    async with BedrockRuntime(fake_bedrock.url, "us-east-1", None, load_credentials=load) as runtime:
+        with pytest.raises(BedrockError) as caught:  # the source is down: a clean 502, nothing sent
+            await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+        assert (caught.value.name, caught.value.status) == ("ExpiredTokenException", 502)
+        assert fake_bedrock.requests == []
+        await asyncio.sleep(0.1)
+        assert len(attempts) >= 2  # retried, with backoff
+        source_up.set()
+        for _ in range(200):  # the backoff is at most 10 s; here it starts at 10 ms
+            if runtime._credentials is not None:
+                break
+            await asyncio.sleep(0.05)
+        answer, _ = await runtime.converse("anthropic.claude-3-haiku-20240307-v1:0", b"{}")
+    assert answer["output"]["message"]["content"] == [{"text": "ok"}]
+    assert f"Credential={ACCESS_KEY}/" in fake_bedrock.requests[0].headers["Authorization"]
+    assert "secret-detail" not in caplog.text
+
+
+def test_a_translator_starts_when_the_credential_source_is_down(
+    aws_environment: pytest.MonkeyPatch,
+) -> None:
+    # A container credential source that refuses connections: botocore's chain raises.
+    aws_environment.setenv("AWS_REGION", "eu-west-3")
+    aws_environment.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/credentials")
+    runtime = BedrockRuntime.from_environment()
+    assert runtime._credentials is None
+    assert runtime._load_credentials is not None
