@@ -242,7 +242,10 @@ class BedrockRuntime:
         # The client only resolves the endpoint (AWS_ENDPOINT_URL_BEDROCK_RUNTIME, FIPS, ...):
         # placeholder keys keep it from loading the credential chain, which is done below.
         client = session.client(
-            "bedrock-runtime", region_name=region, aws_access_key_id="-", aws_secret_access_key="-"
+            "bedrock-runtime",
+            region_name=region,
+            aws_access_key_id="-",
+            aws_secret_access_key="-",  # noqa: S106  (a placeholder that signs nothing)
         )
         ca_bundle = core.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE or the profile's
         try:
