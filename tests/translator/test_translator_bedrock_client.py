@@ -424,20 +424,6 @@ async def test_calls_go_through_the_proxy_from_the_environment(
     assert seen.headers["Proxy-Authorization"].startswith("Basic ")
 
 
-@pytest.fixture
-def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
-    """No AWS configuration from this machine leaks into the test."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    return monkeypatch
-
-
 def test_standard_aws_configuration_from_the_environment(aws_environment: pytest.MonkeyPatch) -> None:
     # AWS_REGION is the other SDKs' name; botocore itself reads only AWS_DEFAULT_REGION.
     aws_environment.setenv("AWS_REGION", "eu-west-3")

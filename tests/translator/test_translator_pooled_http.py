@@ -8,7 +8,6 @@ Bedrock does only sometimes. The end-to-end tests run the same layer against the
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -346,7 +345,7 @@ async def test_closing_an_answer_mid_way_ends_the_relay_quietly_and_drops_the_co
 
 
 async def test_bedrock_calls_trust_the_ca_bundle_of_the_aws_configuration(
-    tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    tls_files: tuple[Path, Path], aws_environment: pytest.MonkeyPatch
 ) -> None:
     """AWS_CA_BUNDLE (as boto3 reads it) is what the translator trusts for Bedrock's TLS."""
     cert, key = tls_files
@@ -357,11 +356,7 @@ async def test_bedrock_calls_trust_the_ca_bundle_of_the_aws_configuration(
         keep_answering(box, b'{"output":{"message":{"content":[]}}}'), tls=server_tls
     ) as bedrock:
         box.append(bedrock)
-        for name in list(os.environ):
-            if name.startswith("AWS_"):
-                monkeypatch.delenv(name)
-        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+        monkeypatch = aws_environment
         monkeypatch.setenv("AWS_REGION", "us-east-1")
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
