@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -27,8 +28,11 @@ import openai
 import pytest
 import yarl
 from aiohttp import web
+from e2e_clients import openai_sdk
 from local_ports import free_port
 from stack_process import Stack, start_stack, stop_stack
+
+from edge.tls import ensure_self_signed
 
 pytestmark = pytest.mark.e2e
 
@@ -165,13 +169,7 @@ def aws_env(outside: tuple[Outside, int, int], simulator: str) -> dict[str, str 
 
 
 def _chat(stack: Stack, key: str) -> Any:
-    client = openai.OpenAI(
-        base_url=stack.base_url + "/v1",
-        api_key=key,
-        http_client=httpx.Client(verify=stack.verify, timeout=60),
-        max_retries=0,
-    )
-    with client:
+    with openai_sdk(stack, key) as client:
         return client.chat.completions.create(
             model="claude-3-haiku", messages=[{"role": "user", "content": "hello [[sim:tokens=3]]"}]
         )
@@ -268,6 +266,139 @@ def test_a_proxy_that_refuses_is_a_clean_error(aws_stack: Stack, outside: tuple[
     state = outside[0]
     key = aws_stack.create_key("aws-env-proxy-down", month_quota=5)["api_key"]
     assert _502_while(aws_stack, key, state, "proxy_refuses")["message"]
+
+
+@dataclass
+class Tunnel:
+    """An HTTPS Bedrock endpoint (TLS in front of the simulator) and a CONNECT proxy to reach it."""
+
+    endpoint: str
+    proxy: str
+    cert: Path
+    connects: list[bytes] = field(default_factory=list)
+    """The head of each CONNECT the proxy received."""
+    requests_through_tls: int = 0
+    """Connections whose TLS handshake succeeded (and so reached the simulator)."""
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        sink.close()
+
+
+@pytest.fixture(scope="module")
+def tunnel(tmp_path_factory: pytest.TempPathFactory, simulator: str) -> Iterator[Tunnel]:
+    """Served from a thread: TLS with a self-signed certificate, then a forward proxy for CONNECT."""
+    cert, key, _ = ensure_self_signed(tmp_path_factory.mktemp("bedrock-tls"))
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    simulator_port = int(simulator.rsplit(":", 1)[1])
+    front_port, proxy_port = free_port(), free_port()
+    state = Tunnel(
+        f"https://127.0.0.1:{front_port}", f"http://tunnel-user:tunnel-password@127.0.0.1:{proxy_port}", cert
+    )
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.requests_through_tls += 1
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", simulator_port)
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        state.connects.append(head)
+        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> list[asyncio.Server]:
+        return [
+            await asyncio.start_server(front, "127.0.0.1", front_port, ssl=server_tls),
+            await asyncio.start_server(proxy, "127.0.0.1", proxy_port),
+        ]
+
+    servers = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    yield state
+
+    async def stop() -> None:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def _tunnel_env(outside: tuple[Outside, int, int], simulator: str, tunnel: Tunnel) -> dict[str, str | None]:
+    env = aws_env(outside, simulator)
+    env.update(
+        {
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": tunnel.endpoint,
+            "HTTP_PROXY": None,
+            "http_proxy": None,
+            "HTTPS_PROXY": tunnel.proxy,
+            "https_proxy": None,
+            "AWS_CA_BUNDLE": str(tunnel.cert),
+        }
+    )
+    return env
+
+
+def test_https_bedrock_through_a_connect_proxy_trusting_the_aws_ca_bundle(
+    tmp_path: Path, database_url: str, outside: tuple[Outside, int, int], simulator: str, tunnel: Tunnel
+) -> None:
+    stack = start_stack(tmp_path, database_url, env=_tunnel_env(outside, simulator, tunnel), simulator=False)
+    try:
+        created = stack.create_key("aws-env-https", month_quota=5)
+        key = created["api_key"]
+        before = len(tunnel.connects)
+        answers = [_chat(stack, key) for _ in range(2)]
+        assert all(answer.choices[0].message.content for answer in answers)
+        target = tunnel.endpoint.removeprefix("https://")
+        # One tunnel carried both calls (a pooled connection), with the proxy's credentials.
+        assert len(tunnel.connects) == before + 1
+        connect = tunnel.connects[-1].decode()
+        assert connect.startswith(f"CONNECT {target} HTTP/1.1\r\n")
+        assert "Proxy-Authorization: Basic " in connect
+        assert "tunnel-password" not in "".join(stack.output)
+        # Both calls billed, as any others are.
+        billed = "SELECT count(*) AS n FROM threads WHERE key_id = $1 HAVING count(*) = 2"
+        assert stack.wait_for(billed, created["id"])
+    finally:
+        assert not stop_stack(stack)
+
+
+def test_an_https_endpoint_whose_certificate_is_not_trusted_is_a_clean_error(
+    tmp_path: Path, database_url: str, outside: tuple[Outside, int, int], simulator: str, tunnel: Tunnel
+) -> None:
+    env = _tunnel_env(outside, simulator, tunnel)
+    env["AWS_CA_BUNDLE"] = None  # the system's CAs do not know the self-signed certificate
+    stack = start_stack(tmp_path, database_url, env=env, simulator=False)
+    try:
+        key = stack.create_key("aws-env-untrusted", month_quota=5)["api_key"]
+        handshakes, connects = tunnel.requests_through_tls, len(tunnel.connects)
+        with pytest.raises(openai.APIStatusError) as caught:
+            _chat(stack, key)
+        assert caught.value.status_code == 503
+        error = caught.value.body
+        assert isinstance(error, dict) and error["type"] == "server_error"
+        assert len(tunnel.connects) == connects + 1  # through the proxy, as far as the handshake
+        assert tunnel.requests_through_tls == handshakes  # which it refused: nothing was sent
+    finally:
+        assert not stop_stack(stack)
 
 
 def test_the_simulator_never_goes_through_a_proxy(tmp_path: Path, database_url: str) -> None:
