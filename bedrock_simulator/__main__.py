@@ -7,6 +7,7 @@ configure it without a command line (and keep the secret out of ``ps``).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import uvicorn
 from core.heap import freeze_startup_heap
 
 from .config import SimulatorConfig
-from .server import create_app
+from .server import DroppedConnection, create_app
 
 _ENV_PREFIX = "BRPROXY_SIM_"
 
@@ -94,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"Bedrock SIMULATOR listening on http://{args.host}:{args.port}: no AWS calls are made ({auth})",
         file=sys.stderr,
         flush=True,
+    )
+    # uvicorn reports an app's exception with a traceback; a connection dropped on purpose
+    # (the disconnect_after directive) is not an error of the simulator's.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
     )
     freeze_startup_heap()  # the simulator stands in for a remote service: no GC stalls of its own
     uvicorn.run(

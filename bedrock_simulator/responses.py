@@ -48,6 +48,9 @@ merged, later values winning. Items:
 ``corrupt_after=K``
     ConverseStream and InvokeModelWithResponseStream: send K ``contentBlockDelta`` events, then
     the next frame with a wrong checksum, and end the stream (a transport corrupting the body).
+``disconnect_after=K``
+    ConverseStream and InvokeModelWithResponseStream: send K ``contentBlockDelta`` events, then
+    close the connection mid-answer (a network failure or a load balancer cutting it).
 ``latency_ms=N``
     Time to first byte for this call, overriding the configured latency.
 ``tokens_per_second=N``
@@ -202,6 +205,7 @@ class Directives:
     stream_error: str | None = None
     after: int = 0
     corrupt_after: int | None = None
+    disconnect_after: int | None = None
     latency_ms: float | None = None
     tokens_per_second: float | None = None
     no_usage: bool = False
@@ -338,6 +342,10 @@ def _set_corrupt_after(d: Directives, raw: str | None) -> Directives:
     return replace(d, corrupt_after=_non_negative_int("corrupt_after", raw))
 
 
+def _set_disconnect_after(d: Directives, raw: str | None) -> Directives:
+    return replace(d, disconnect_after=_non_negative_int("disconnect_after", raw))
+
+
 def _set_latency(d: Directives, raw: str | None) -> Directives:
     return replace(d, latency_ms=float(_non_negative_int("latency_ms", raw)))
 
@@ -378,6 +386,7 @@ _DIRECTIVE_SETTERS: dict[str, Callable[[Directives, str | None], Directives]] = 
     "stream_error": _set_stream_error,
     "after": _set_after,
     "corrupt_after": _set_corrupt_after,
+    "disconnect_after": _set_disconnect_after,
     "latency_ms": _set_latency,
     "tokens_per_second": _set_tokens_per_second,
     "no_usage": _set_no_usage,

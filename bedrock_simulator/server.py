@@ -41,7 +41,7 @@ from .eventstream import encode_event_message, encode_exception_message
 from .responses import ConverseAnswer, PromptCache, converse, count_input_tokens
 from .sigv4 import SigV4Verifier
 
-__all__ = ["ASGIApp", "BedrockSimulator", "create_app"]
+__all__ = ["ASGIApp", "BedrockSimulator", "DroppedConnection", "create_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -381,6 +381,8 @@ class BedrockSimulator:
             frames = _cut_before_failure(list(frames), directives.after)
         elif directives.corrupt_after is not None:
             frames = _corrupted_after(list(frames), directives.corrupt_after)
+        elif directives.disconnect_after is not None:
+            frames = _cut_before_failure(list(frames), directives.disconnect_after)
         rate = self._rate(answer)
         loop = asyncio.get_running_loop()
         first_delta_at = loop.time()
@@ -405,8 +407,16 @@ class BedrockSimulator:
                 await _send_part(send, previous)
             payload = orjson.dumps({"message": DEFAULT_MESSAGES.get(directives.stream_error, "")})
             previous = encode_exception_message(directives.stream_error, payload)
+        elif directives.disconnect_after is not None:
+            if previous is not None:
+                await _send_part(send, previous)
+            raise DroppedConnection  # the server closes the connection: the body never ends
         # The last frame ends the body.
         await send({"type": "http.response.body", "body": previous or b"", "more_body": False})
+
+
+class DroppedConnection(Exception):
+    """Raised to make the HTTP server close a streaming answer's connection mid-body."""
 
 
 def _cut_before_failure(frames: list[tuple[bool, bytes]], after: int) -> Iterator[tuple[bool, bytes]]:

@@ -244,20 +244,30 @@ def test_reservations_are_freed_when_usage_is_recorded(stack: Stack) -> None:
             assert status == 200
 
 
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        pytest.param("corrupt_after", "corrupt event stream", id="wrong-checksum"),
+        pytest.param("disconnect_after", "broke off", id="connection-dropped"),
+    ],
+)
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-def test_a_corrupted_stream_is_billed_and_ends_with_an_error(stack: Stack, api: str) -> None:
-    """A frame with a wrong checksum from Bedrock ends the stream with the client's own error event."""
-    key = stack.create_key(f"corrupt-{api}", month_quota=10)
+def test_a_stream_broken_in_transit_is_billed_and_ends_with_an_error(
+    stack: Stack, api: str, fault: str, reason: str
+) -> None:
+    """A frame with a wrong checksum, or a connection Bedrock drops mid-answer, ends the stream
+    with the client's own error event."""
+    key = stack.create_key(f"{fault}-{api}", month_quota=10)
     if api == "openai":
         path, body = "/v1/chat/completions", chat_body(0, tokens=50, stream=True)
-        body["messages"][0]["content"] += " [[sim:corrupt_after=5]]"
+        body["messages"][0]["content"] += f" [[sim:{fault}=5]]"
     else:
         path = "/v1/messages"
         body = {
             "model": "claude-3-haiku",
             "max_tokens": 200,
             "stream": True,
-            "messages": [{"role": "user", "content": "corrupt me [[sim:tokens=50 corrupt_after=5]]"}],
+            "messages": [{"role": "user", "content": f"break me [[sim:tokens=50 {fault}=5]]"}],
         }
     with (
         stack.client(key["api_key"]) as client,
@@ -266,9 +276,9 @@ def test_a_corrupted_stream_is_billed_and_ends_with_an_error(stack: Stack, api: 
         request_id = r.headers["x-request-id"]
         lines = [line for line in r.iter_lines() if line]
     assert r.status_code == 200
-    assert any("Simulated" in line for line in lines)  # what came before the bad frame was relayed
+    assert any("Simulated" in line for line in lines)  # what came before the fault was relayed
     assert "[DONE]" not in lines[-1] and "message_stop" not in "".join(lines[-2:])
-    assert '"error"' in lines[-1] and "corrupt event stream" in lines[-1]
+    assert '"error"' in lines[-1] and reason in lines[-1]
     thread = stack.wait_for("SELECT * FROM threads WHERE event_id = $1::uuid", request_id)[0]
     assert thread["status"] == "error"
     assert thread["estimated"] is True

@@ -506,3 +506,16 @@ def test_a_corrupted_stream_breaks_botocores_checksum(bedrock: Any) -> None:
         for event in stream:
             received.append(orjson.loads(event["chunk"]["bytes"]))
     assert [e["type"] for e in received].count("content_block_delta") == 2
+
+
+def test_a_dropped_connection_ends_the_stream_mid_answer(bedrock: Any) -> None:
+    from urllib3.exceptions import ProtocolError
+
+    body = anthropic_body("drop [[sim: tokens=6 disconnect_after=2]]")
+    response = bedrock.invoke_model_with_response_stream(modelId=CLAUDE, body=body)
+    received: list[dict[str, Any]] = []
+    with pytest.raises(ProtocolError), closing(response["body"]) as stream:
+        for event in stream:
+            received.append(orjson.loads(event["chunk"]["bytes"]))
+    assert [e["type"] for e in received].count("content_block_delta") == 2
+    assert "message_stop" not in [e["type"] for e in received]

@@ -113,6 +113,7 @@ def test_parse_directives(text: str, expected: Directives) -> None:
         pytest.param("[[sim: stream_error=ThrottlingExceptionX]]", id="unknown-stream-error"),
         pytest.param("[[sim: no_usage=1]]", id="flag-with-value"),
         pytest.param("[[sim: corrupt_after=-1]]", id="negative-corrupt-after"),
+        pytest.param("[[sim: disconnect_after=x]]", id="disconnect-after-not-a-number"),
     ],
 )
 def test_bad_directives_are_validation_errors(text: str) -> None:
