@@ -139,3 +139,29 @@ def test_own_certificate_and_plain_http(tmp_path: Path, database_url: str) -> No
             assert client.get("/health").status_code == 200
     finally:
         assert not stop_stack(plain)
+
+
+def test_every_service_gets_the_raised_open_file_limit(tmp_path: Path, database_url: str) -> None:
+    """Started with the 1,024 soft limit many systems give, the stack still serves many streams."""
+    import resource
+
+    from brproxy.process_limits import OPEN_FILES_WANTED
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to raise")
+    expected = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # what `brproxy up` inherits
+    try:
+        stack = start_stack(tmp_path, database_url)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        services = psutil.Process(stack.process.pid).children(recursive=True)
+        names = {" ".join(p.cmdline()) for p in services}
+        assert any("-m translator" in name for name in names) and any("envoy" in name for name in names)
+        for service in services:
+            assert service.rlimit(psutil.RLIMIT_NOFILE)[0] == expected, service.cmdline()
+        assert stack.create_key("limits")["api_key"].startswith("br-")  # and it serves
+    finally:
+        assert not stop_stack(stack)
