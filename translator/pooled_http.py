@@ -33,6 +33,8 @@ from types import TracebackType
 
 import httptools
 
+from translator.sigv4 import host_header
+
 __all__ = ["HttpFailure", "HttpResponse", "PooledHttp"]
 
 IDLE_S = 20.0
@@ -264,7 +266,7 @@ class PooledHttp:
         self._https = endpoint.scheme == "https"
         self._host = endpoint.hostname or ""
         self._port = endpoint.port or (443 if self._https else 80)
-        self._host_header = endpoint.netloc.rsplit("@", 1)[-1]
+        self._host_header = host_header(endpoint.scheme, endpoint.netloc)  # as signed
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._ssl: ssl.SSLContext | None = (

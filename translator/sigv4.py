@@ -16,7 +16,7 @@ import hmac
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
-__all__ = ["SigV4Signer", "SigningCredentials"]
+__all__ = ["SigV4Signer", "SigningCredentials", "host_header"]
 
 
 class SigningCredentials(NamedTuple):
@@ -83,7 +83,7 @@ class SigV4Signer:
         if credentials.token:
             signed["X-Amz-Security-Token"] = credentials.token
         canonical_headers = {name.lower(): " ".join(value.split()) for name, value in signed.items()}
-        canonical_headers["host"] = _host(parts.scheme, parts.netloc)
+        canonical_headers["host"] = host_header(parts.scheme, parts.netloc)
         names = sorted(canonical_headers)
         signed_names = ";".join(names)
         canonical_request = "\n".join(
@@ -115,8 +115,11 @@ class SigV4Signer:
         return signed
 
 
-def _host(scheme: str, netloc: str) -> str:
-    """The Host header value botocore signs: the port only when it is not the scheme's default."""
+def host_header(scheme: str, netloc: str) -> str:
+    """The Host header value botocore signs: the port only when it is not the scheme's default.
+
+    The request must carry exactly this value (`pooled_http` sends it), or the signature fails.
+    """
     host = netloc.rsplit("@", 1)[-1]
     default = {"http": ":80", "https": ":443"}.get(scheme)
     if default and host.endswith(default):

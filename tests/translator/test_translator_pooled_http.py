@@ -20,6 +20,7 @@ from edge.tls import ensure_self_signed
 from translator.bedrock_client import BedrockRuntime
 from translator.bedrock_errors import BedrockError
 from translator.pooled_http import HttpFailure, PooledHttp
+from translator.sigv4 import host_header
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -373,3 +374,23 @@ async def test_bedrock_calls_trust_the_ca_bundle_of_the_aws_configuration(
         assert "SSLCertVerificationError" in refused.value.message
     assert len(bedrock.requests) == 1
     assert b"Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/" in bedrock.requests[0]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [
+        pytest.param(
+            "https://bedrock-runtime.us-east-1.amazonaws.com:443",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            id="https-default-port",
+        ),
+        pytest.param("http://127.0.0.1:80", "127.0.0.1", id="http-default-port"),
+        pytest.param("http://127.0.0.1:8080", "127.0.0.1:8080", id="other-port"),
+    ],
+)
+def test_the_host_header_sent_is_the_one_signed(endpoint: str, host: str) -> None:
+    # An endpoint naming its scheme's default port (AWS_ENDPOINT_URL_BEDROCK_RUNTIME=https://…:443)
+    # is signed without it, as botocore signs it; a different Host would fail the signature.
+    sent = PooledHttp(endpoint).request_bytes("/model/m/converse", {}, b"")
+    assert sent.startswith(f"POST /model/m/converse HTTP/1.1\r\nHost: {host}\r\n".encode())
+    assert host_header(*endpoint.split("://", 1)) == host
