@@ -301,38 +301,43 @@ def count_tokens_body(invoke_body: dict[str, Any]) -> bytes:
     return orjson.dumps({"input": {"invokeModel": {"body": encoded}}})
 
 
+_ANTHROPIC_USAGE_FIELDS = (
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read_input_tokens", "cache_read"),
+    ("cache_creation_input_tokens", "cache_write"),
+)
+_BEDROCK_METRICS_FIELDS = (
+    ("inputTokenCount", "input"),
+    ("outputTokenCount", "output"),
+    ("cacheReadInputTokenCount", "cache_read"),
+    ("cacheWriteInputTokenCount", "cache_write"),
+)
+
+
 @dataclass(slots=True)
 class AnthropicUsage(TokenUsage):
     """Token counts of one Claude call, read from Anthropic's `usage` and Bedrock's metrics."""
 
     def update(self, usage: Any) -> None:
         """Take every count present (message_delta's are cumulative and may repeat input)."""
-        if not isinstance(usage, dict):
-            return
-        for key, name in (
-            ("input_tokens", "input"),
-            ("output_tokens", "output"),
-            ("cache_read_input_tokens", "cache_read"),
-            ("cache_creation_input_tokens", "cache_write"),
-        ):
-            value = usage.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(self, name, value)
+        self._take(usage, _ANTHROPIC_USAGE_FIELDS)
 
     def take_metrics(self, metrics: Any) -> None:
         """Bedrock's own `amazon-bedrock-invocationMetrics`: the authoritative final counts."""
         if not isinstance(metrics, dict):
             return
-        for key, name in (
-            ("inputTokenCount", "input"),
-            ("outputTokenCount", "output"),
-            ("cacheReadInputTokenCount", "cache_read"),
-            ("cacheWriteInputTokenCount", "cache_write"),
-        ):
-            value = metrics.get(key)
-            if isinstance(value, int):
-                setattr(self, name, value)
+        self._take(metrics, _BEDROCK_METRICS_FIELDS)
         self.reported = True
+
+    def _take(self, source: Any, fields: tuple[tuple[str, str], ...]) -> None:
+        """Copy the integer counts `source` has, by (its key, our field) pairs."""
+        if not isinstance(source, dict):
+            return
+        for key, name in fields:
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, value)
 
 
 def message_body(response: dict[str, Any], model: str) -> tuple[dict[str, Any], str, AnthropicUsage]:
