@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
+from botocore.eventstream import ChecksumMismatch
 from botocore.exceptions import ClientError, EventStreamError
 from simulator_process import boto3_client
+from urllib3.exceptions import ProtocolError
 
 from bedrock_simulator.anthropic_messages import anthropic_model_name, to_converse
 from bedrock_simulator.embeddings import embed
@@ -496,25 +498,20 @@ def test_converse_stream_tools_and_reasoning(bedrock: Any) -> None:
     assert events[-2]["messageStop"]["stopReason"] == "tool_use"
 
 
-def test_a_corrupted_stream_breaks_botocores_checksum(bedrock: Any) -> None:
-    from botocore.eventstream import ChecksumMismatch
-
-    body = anthropic_body("corrupt [[sim: tokens=6 corrupt_after=2]]")
+@pytest.mark.parametrize(
+    ("fault", "failure"),
+    [
+        pytest.param("corrupt_after", ChecksumMismatch, id="wrong-checksum"),
+        pytest.param("disconnect_after", ProtocolError, id="connection-dropped"),
+    ],
+)
+def test_a_stream_broken_in_transit_fails_botocore_after_the_frames_before_it(
+    bedrock: Any, fault: str, failure: type[Exception]
+) -> None:
+    body = anthropic_body(f"break [[sim: tokens=6 {fault}=2]]")
     response = bedrock.invoke_model_with_response_stream(modelId=CLAUDE, body=body)
     received: list[dict[str, Any]] = []
-    with pytest.raises(ChecksumMismatch), closing(response["body"]) as stream:
-        for event in stream:
-            received.append(orjson.loads(event["chunk"]["bytes"]))
-    assert [e["type"] for e in received].count("content_block_delta") == 2
-
-
-def test_a_dropped_connection_ends_the_stream_mid_answer(bedrock: Any) -> None:
-    from urllib3.exceptions import ProtocolError
-
-    body = anthropic_body("drop [[sim: tokens=6 disconnect_after=2]]")
-    response = bedrock.invoke_model_with_response_stream(modelId=CLAUDE, body=body)
-    received: list[dict[str, Any]] = []
-    with pytest.raises(ProtocolError), closing(response["body"]) as stream:
+    with pytest.raises(failure), closing(response["body"]) as stream:
         for event in stream:
             received.append(orjson.loads(event["chunk"]["bytes"]))
     assert [e["type"] for e in received].count("content_block_delta") == 2
