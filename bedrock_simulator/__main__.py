@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from core.asgi_serving import CoalescingHttpToolsProtocol
 from core.heap import freeze_startup_heap
 
 from .config import SimulatorConfig
@@ -107,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        # Writes made in one event-loop turn leave in one send(): an unpaced stream's frames
+        # go out together, as a remote Bedrock's would arrive in one read after a network hop.
+        http=CoalescingHttpToolsProtocol,
         log_level="warning",
         access_log=False,
         proxy_headers=False,  # only Envoy talks to it; X-Forwarded-* is not for us to trust
