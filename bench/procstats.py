@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -93,6 +94,38 @@ class ProcessGroups:
                 peak[role] = peak.get(role, 0) + status
                 count[role] = count.get(role, 0) + 1
         return Sample(cpu, rss, peak, count)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every process of every group."""
+        total = 0.0
+        for processes in self._members().values():
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+                total += times.user + times.system
+        return total
+
+    def wait_until_idle(
+        self, *, busy_share: float = 0.05, window_s: float = 0.25, max_wait_s: float = 15.0
+    ) -> tuple[float, float]:
+        """Wait until all the groups together use under `busy_share` of one core over `window_s`.
+
+        Why: a proxy may go on working after its load generator stopped (requests cut off at
+        the time limit, a backlog, a database checkpoint), and every side runs on the same
+        cores, so the next run would pay for the previous one. Returns (seconds waited, share
+        of one core over the last window); gives up after `max_wait_s`.
+        """
+        started = time.monotonic()
+        while True:
+            before = self.cpu_seconds()
+            window_started = time.monotonic()
+            time.sleep(window_s)
+            share = (self.cpu_seconds() - before) / (time.monotonic() - window_started)
+            waited = time.monotonic() - started
+            if share < busy_share or waited >= max_wait_s:
+                return waited, share
 
     def pss_bytes(self) -> dict[str, int]:
         """Proportional set size per role: shared pages split among the processes sharing them.

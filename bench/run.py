@@ -221,6 +221,8 @@ class Measured:
     cpu_per_1000: dict[str, float]
     peak_rss: dict[str, int]
     processes: dict[str, int] = field(default_factory=dict)
+    settle: tuple[float, float] = (0.0, 0.0)
+    """Seconds waited before the run for every process to go idle, and their CPU share then."""
 
     def server_cpu_per_1000(self, *, without_simulator: bool = False) -> float:
         return sum(
@@ -261,6 +263,7 @@ def measure(
     side: Side, groups: ProcessGroups, stream: bool, concurrency: int, phase: Phase, args: argparse.Namespace
 ) -> Measured:
     request = side.make_request(stream, phase.latency_ms if phase.directive else None)
+    settle = groups.wait_until_idle()
     before = groups.sample()
     own_before = time.process_time()
     result = uvloop.run(
@@ -281,6 +284,7 @@ def measure(
         cpu,
         {role: after.peak_rss_bytes[role] for role in own_roles},
         {role: after.process_count[role] for role in own_roles},
+        settle,
     )
 
 
@@ -297,6 +301,10 @@ def report(side: Measured, base: Measured | None, stream: bool) -> None:
         if base is not None and base.result.ttft_ms:
             line += f" (+{side.ttft() - base.ttft():4.1f})"
     print(line)
+    waited, share = side.settle
+    if waited >= 1.0:
+        still = f", still {share:.0%} of a core busy" if share >= 0.05 else ""
+        print(f"             started after {waited:.1f} s waiting for every process to go idle{still}")
     if r.errors:
         print(f"             ERRORS {r.errors}, samples: {' | '.join(r.error_samples)}")
     cpu = ", ".join(
