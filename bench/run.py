@@ -237,6 +237,16 @@ class Measured:
     def ttft(self, p: float = 50) -> float:
         return percentile(self.result.ttft_ms, p) if self.result.ttft_ms else math.nan
 
+    def added_p99_ms(self, simulator: Measured) -> float:
+        """p99 latency over the simulator's own (the targets' "added p99")."""
+        return self.latency(99) - simulator.latency(99)
+
+    def ttft_overhead_ms(self, simulator: Measured) -> float | None:
+        """p50 time to first token over the simulator's own; None without streams on both."""
+        if not (self.result.ttft_ms and simulator.result.ttft_ms):
+            return None
+        return self.ttft() - simulator.ttft()
+
 
 def _cpu_delta(before: Sample, after: Sample, requests: int, roles: tuple[str, ...]) -> dict[str, float]:
     if not requests:
@@ -298,8 +308,9 @@ def report(side: Measured, base: Measured | None, stream: bool) -> None:
         line += f"  added {added[0]:5.1f}/{added[1]:5.1f}/{added[2]:5.1f} ms"
     if stream and r.ttft_ms:
         line += f"  TTFT p50 {side.ttft():5.1f} ms"
-        if base is not None and base.result.ttft_ms:
-            line += f" (+{side.ttft() - base.ttft():4.1f})"
+        overhead = side.ttft_overhead_ms(base) if base is not None else None
+        if overhead is not None:
+            line += f" (+{overhead:4.1f})"
     print(line)
     waited, share = side.settle
     if waited >= 1.0:
@@ -330,8 +341,10 @@ def report(side: Measured, base: Measured | None, stream: bool) -> None:
     print(line)
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     """numerator/denominator, or None when it would mean nothing (a non-positive or unknown base)."""
+    if numerator is None or denominator is None:
+        return None
     if math.isnan(numerator) or math.isnan(denominator) or denominator <= 0 or numerator < 0:
         return None
     return numerator / denominator
@@ -345,13 +358,13 @@ def brproxy_vs_litellm(sim: Measured, brp: Measured, peer: Measured, stream: boo
         return dict.fromkeys(keys, None)
     ratios = {
         "throughput": _ratio(brp.result.rps, peer.result.rps),
-        "added_p99": _ratio(brp.latency(99) - sim.latency(99), peer.latency(99) - sim.latency(99)),
+        "added_p99": _ratio(brp.added_p99_ms(sim), peer.added_p99_ms(sim)),
         "proxy_cpu_per_request": _ratio(
             brp.server_cpu_per_1000(without_simulator=True), peer.server_cpu_per_1000(without_simulator=True)
         ),
     }
     if stream:
-        ratios["ttft_overhead"] = _ratio(brp.ttft() - sim.ttft(), peer.ttft() - sim.ttft())
+        ratios["ttft_overhead"] = _ratio(brp.ttft_overhead_ms(sim), peer.ttft_overhead_ms(sim))
     return ratios
 
 
@@ -370,8 +383,9 @@ def report_ratios(ratios: dict[str, float | None]) -> None:
     print(line)
 
 
-def _summary(m: Measured) -> dict[str, Any]:
-    return {
+def _summary(m: Measured, simulator: Measured | None) -> dict[str, Any]:
+    """One side's figures for the summary, the targets and --json (over the simulator's, for a proxy)."""
+    summary: dict[str, Any] = {
         "rps": m.result.rps,
         "requests": m.result.requests,
         "errors": m.result.errors,
@@ -383,6 +397,10 @@ def _summary(m: Measured) -> dict[str, Any]:
         "cpu_s_per_1000": m.cpu_per_1000,
         "peak_rss_bytes": m.peak_rss,
     }
+    if simulator is not None:
+        summary["added_p99_ms"] = m.added_p99_ms(simulator)
+        summary["ttft_overhead_ms"] = m.ttft_overhead_ms(simulator)
+    return summary
 
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
@@ -398,16 +416,10 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
         header += "   BRProxy/LiteLLM: rps   +p99  +TTFT   CPU"
     print(header)
     for row in rows:
-        sim = row["simulator"]
         line = f"  {row['scenario']:<10} {row['concurrency']:>4} {row['sim_latency_ms']:>6}  "
         line += "  ".join(f"{row[name]['rps']:13.0f}" for name in names)
-        line += "  " + "  ".join(f"{row[name]['p99_ms'] - sim['p99_ms']:13.1f}" for name in proxies)
-        ttft = [
-            row[name]["ttft_p50_ms"] - sim["ttft_p50_ms"]
-            if row[name]["ttft_p50_ms"] is not None and sim["ttft_p50_ms"] is not None
-            else None
-            for name in proxies
-        ]
+        line += "  " + "  ".join(f"{row[name]['added_p99_ms']:13.1f}" for name in proxies)
+        ttft = [row[name]["ttft_overhead_ms"] for name in proxies]
         line += "  " + "  ".join(f"{value:14.1f}" if value is not None else f"{'-':>14}" for value in ttft)
         ratios = row.get("brproxy_vs_litellm")
         if ratios:
@@ -446,7 +458,7 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["concurrency"] != 16 or "brproxy" not in row:
             continue
-        added = row["brproxy"]["p99_ms"] - row["simulator"]["p99_ms"]
+        added = row["brproxy"]["added_p99_ms"]
         ratio = (row.get("brproxy_vs_litellm") or {}).get("added_p99")
         met = added <= 10 and (ratio is None or ratio <= 0.1)
         versus = f" ({ratio:.2f}x LiteLLM's)" if ratio is not None else ""
@@ -455,10 +467,9 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["scenario"] != "stream" or "brproxy" not in row:
             continue
-        brp, sim = row["brproxy"]["ttft_p50_ms"], row["simulator"]["ttft_p50_ms"]
-        if brp is None or sim is None:
+        overhead = row["brproxy"]["ttft_overhead_ms"]
+        if overhead is None:
             continue
-        overhead = brp - sim
         print(f"  {_verdict(overhead <= 5)} TTFT overhead p50 <= 5 ms, {where(row)}: {overhead:.1f} ms")
 
 
@@ -632,7 +643,10 @@ def run_scenarios(
                 "concurrency": concurrency,
                 "sim_latency_ms": phase.latency_ms,
             }
-            row.update({name: _summary(m) for name, m in measured.items()})
+            simulator = measured["simulator"]
+            row.update(
+                {name: _summary(m, None if m is simulator else simulator) for name, m in measured.items()}
+            )
             if "brproxy" in measured and "litellm" in measured:
                 ratios = brproxy_vs_litellm(
                     measured["simulator"], measured["brproxy"], measured["litellm"], stream

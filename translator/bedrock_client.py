@@ -296,10 +296,7 @@ class BedrockRuntime:
 
     async def _use(self, credentials: Credentials) -> None:
         """Sign with `credentials` from now on (keeping temporary ones fresh)."""
-        try:
-            self._frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
-        except Exception as error:  # their source fails now: each call asks again (see _signed_headers)
-            log.warning("refreshing AWS credentials failed (%s); retrying", type(error).__name__)
+        await self._freeze(credentials)
         self._credentials = credentials
         if isinstance(credentials, RefreshableCredentials):
             self._refresher = asyncio.create_task(self._refresh_off_loop(), name="aws-credentials")
@@ -335,11 +332,19 @@ class BedrockRuntime:
         assert self._credentials is not None
         while True:
             await asyncio.sleep(self._credential_check_s)
-            try:
-                self._frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
-            except Exception as error:  # any failure: retried at the next check
-                # Never the exception text: it could quote a credential source's answer.
-                log.warning("refreshing AWS credentials failed (%s); retrying", type(error).__name__)
+            await self._freeze(self._credentials)
+
+    async def _freeze(self, credentials: Credentials) -> None:
+        """Take a new snapshot of `credentials` from a thread (botocore refreshes them there if due).
+
+        A failure keeps the last snapshot: the next check tries again, and a call that finds
+        the snapshot missing or about to expire asks botocore itself (see _signed_headers).
+        """
+        try:
+            self._frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+        except Exception as error:  # botocore raises many kinds
+            # Never the exception text: it could quote a credential source's answer.
+            log.warning("refreshing AWS credentials failed (%s); retrying", type(error).__name__)
 
     def _path(self, model_id: str, operation: str) -> str:
         return f"{self._path_prefix}/model/{_label(model_id)}/{operation}"

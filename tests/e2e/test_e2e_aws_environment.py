@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,24 @@ class Outside:
         )
 
 
+@contextmanager
+def _loop_in_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread, for servers that stand outside the stack."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
 @pytest.fixture(scope="module")
 def outside() -> Iterator[tuple[Outside, int, int]]:
     """The proxy and the credential source, served from a thread; yields (state, ports)."""
     state = Outside()
-    loop = asyncio.new_event_loop()
     runners: list[web.AppRunner] = []
     ports = (free_port(), free_port())
 
@@ -101,15 +115,11 @@ def outside() -> Iterator[tuple[Outside, int, int]]:
             await web.TCPSite(runner, "127.0.0.1", port).start()
             runners.append(runner)
 
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    yield state, *ports
-    for runner in runners:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    with _loop_in_thread() as loop:
+        asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        yield state, *ports
+        for runner in runners:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
 
 
 @pytest.fixture(scope="module")
@@ -318,28 +328,21 @@ def tunnel(tmp_path_factory: pytest.TempPathFactory, simulator: str) -> Iterator
         await writer.drain()
         await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
     async def start() -> list[asyncio.Server]:
         return [
             await asyncio.start_server(front, "127.0.0.1", front_port, ssl=server_tls),
             await asyncio.start_server(proxy, "127.0.0.1", proxy_port),
         ]
 
-    servers = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    yield state
-
-    async def stop() -> None:
+    async def stop(servers: list[asyncio.Server]) -> None:
         for server in servers:
             server.close()
             await server.wait_closed()
 
-    asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    with _loop_in_thread() as loop:
+        servers = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+        yield state
+        asyncio.run_coroutine_threadsafe(stop(servers), loop).result(10)
 
 
 def _tunnel_env(outside: tuple[Outside, int, int], simulator: str, tunnel: Tunnel) -> dict[str, str | None]:
