@@ -45,10 +45,24 @@ def test_embedded_postgres_by_default_and_ctrl_c_leaves_nothing(tmp_path: Path) 
         with stack.client() as client:
             assert client.get("/health").status_code == 200
         key = stack.create_key("persisted", balance=1)
+        with stack.client() as client:  # a model call: Envoy asks authz, which admits it
+            answer = client.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {key['api_key']}"},
+                json={
+                    "model": "claude-3-haiku",
+                    "messages": [{"role": "user", "content": "hi [[sim:tokens=2]]"}],
+                },
+            )
+        assert answer.status_code == 200, answer.text
     finally:
         leftovers = stop_stack(stack)
     assert not leftovers, f"left behind: {leftovers}"
     assert stack.process.returncode == 0
+    # authz sets gRPC's experiments before gRPC loads; a name gRPC did not know would be
+    # reported here, at every start.
+    authz_lines = [line for line in stack.output if line.startswith("[authz]")]
+    assert authz_lines and not [line for line in authz_lines if "experiment" in line.lower()], authz_lines
 
     # A second start on the same data dir finds the same database, and the same certificate.
     again = start_stack(data_dir, None)
