@@ -10,7 +10,35 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from stack_process import Stack, start_stack, stop_stack
+from stack_process import STARTED, Stack, start_stack, stop_stack
+
+OUTPUT_LINES_ON_FAILURE = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the last lines each stack it used printed.
+
+    An SDK's exception says what the client got (a 403, a 502); why is in the services' own
+    log lines, which are otherwise lost with the stack. "Used": started during the test, or
+    still running (a module's shared stack).
+    """
+    report: pytest.TestReport = yield
+    if report.failed:
+        first = item.stash.get(_FIRST_STACK, len(STARTED))
+        for index, stack in enumerate(STARTED):
+            if index >= first or stack.process.poll() is None:
+                tail = "".join(stack.output[-OUTPUT_LINES_ON_FAILURE:])
+                report.sections.append((f"brproxy up output ({stack.base_url})", tail))
+    return report
+
+
+_FIRST_STACK = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_FIRST_STACK] = len(STARTED)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,10 @@ from local_ports import free_port
 
 BOOTSTRAP_KEY = "bootstrap-admin-key-for-tests-0123456789"
 
+STARTED: list[Stack] = []
+"""Every stack started in this test session, in order: a failing test's report shows the
+output of those it used (see conftest.py), which is where a 4xx/5xx answer is explained."""
+
 
 @dataclass
 class Stack:
@@ -180,6 +184,7 @@ def start_stack(
     scheme = "http" if "--plain-http" in extra_args else "https"
     stack = Stack(process, f"{scheme}://127.0.0.1:{port}", cert, database_url or "", data_dir, output)
     stack.startup_seconds = time.monotonic() - started
+    STARTED.append(stack)
     return stack
 
 
