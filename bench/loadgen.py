@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -63,6 +63,25 @@ class LoadResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
+def pooled(results: Sequence[LoadResult]) -> LoadResult:
+    """Several runs of one load as one: counts and times summed, samples together.
+
+    Percentiles of the pooled samples weigh each run by its requests, as one longer run
+    would; interleaved with the other sides' runs, a burst of noise on the machine then
+    lands on every side instead of on whichever ran during it.
+    """
+    merged = LoadResult()
+    for result in results:
+        merged.requests += result.requests
+        merged.errors += result.errors
+        merged.seconds += result.seconds
+        merged.latencies_ms += result.latencies_ms
+        merged.ttft_ms += result.ttft_ms
+        for sample in result.error_samples:
+            _keep_sample(merged, sample)
+    return merged
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -73,6 +92,10 @@ def percentile(values: list[float], p: float) -> float:
 
 def _record_error(result: LoadResult, sample: str) -> None:
     result.errors += 1
+    _keep_sample(result, sample)
+
+
+def _keep_sample(result: LoadResult, sample: str) -> None:
     # Up to three different samples: three copies of the same failure say less than one.
     if len(result.error_samples) < 3 and sample not in result.error_samples:
         result.error_samples.append(sample)

@@ -12,7 +12,8 @@ It prints, per side: requests per second, latency added over the simulator's own
 side's processes, and peak memory; then BRProxy/LiteLLM ratios. With the simulator answering
 at once (the default), concurrency 16 is then run again with `--moderate-latency-ms` (40) of
 simulator latency per request, since a closed loop on an instant simulator saturates the
-machine. A summary table and the performance targets, each marked met or not beside its
+machine; those runs are repeated in `--moderate-rounds` (3) interleaved rounds whose samples
+are pooled (`pool_rounds`). A summary table and the performance targets, each marked met or not beside its
 figure, end the run. Figures are measurements, not assertions.
 
 `--no-litellm` skips the peer; `--litellm-only` skips BRProxy (a standalone simulator is started
@@ -48,7 +49,7 @@ import yarl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from answer_check import check_answers
 from litellm_peer import BedrockTarget, ensure_litellm, start_litellm
-from loadgen import LoadResult, Request, percentile, run_load
+from loadgen import LoadResult, Request, percentile, pooled, run_load
 from procstats import ProcessGroups, Sample
 from simulator_client import (
     BEDROCK_ID,
@@ -223,6 +224,8 @@ class Measured:
     processes: dict[str, int] = field(default_factory=dict)
     settle: tuple[float, float] = (0.0, 0.0)
     """Seconds waited before the run for every process to go idle, and their CPU share then."""
+    round_p99_ms: tuple[float, ...] = ()
+    """p99 latency of each round, when the figures pool several (see `pool_rounds`)."""
 
     def server_cpu_per_1000(self, *, without_simulator: bool = False) -> float:
         return sum(
@@ -248,6 +251,38 @@ class Measured:
         return self.ttft() - simulator.ttft()
 
 
+def pool_rounds(runs: list[Measured]) -> Measured:
+    """One side's rounds of one scenario as one measurement.
+
+    Latencies are pooled (see `loadgen.pooled`); CPU per request is weighted by each round's
+    requests; peak memory and process counts are the highest seen; each round's p99 is kept
+    so the report can show how far the rounds spread.
+    """
+    if len(runs) == 1:
+        return runs[0]
+    requests = sum(run.result.requests for run in runs)
+    cpu: dict[str, float] = {}
+    for run in runs:
+        for role, value in run.cpu_per_1000.items():
+            cpu[role] = cpu.get(role, 0.0) + value * run.result.requests / requests
+    peak: dict[str, int] = {}
+    processes: dict[str, int] = {}
+    for run in runs:
+        for role, rss in run.peak_rss.items():
+            peak[role] = max(peak.get(role, 0), rss)
+        for role, count in run.processes.items():
+            processes[role] = max(processes.get(role, 0), count)
+    return Measured(
+        runs[0].name,
+        pooled([run.result for run in runs]),
+        cpu,
+        peak,
+        processes,
+        max((run.settle for run in runs), key=lambda settle: settle[0]),
+        tuple(run.latency(99) for run in runs),
+    )
+
+
 def _cpu_delta(before: Sample, after: Sample, requests: int, roles: tuple[str, ...]) -> dict[str, float]:
     if not requests:
         return {}
@@ -267,6 +302,8 @@ class Phase:
     """Ask for `latency_ms` in each request (the simulator was started with another)."""
     concurrencies: tuple[int, ...]
     scenarios: tuple[str, ...]
+    rounds: int = 1
+    """Runs per scenario and side, the sides taking turns; the figures pool them."""
 
 
 def measure(
@@ -312,6 +349,14 @@ def report(side: Measured, base: Measured | None, stream: bool) -> None:
         if overhead is not None:
             line += f" (+{overhead:4.1f})"
     print(line)
+    if len(side.round_p99_ms) > 1:
+        rounds = " / ".join(f"{p99:.1f}" for p99 in side.round_p99_ms)
+        count = len(side.round_p99_ms)
+        line = f"             pooled over {count} interleaved rounds; p99 per round {rounds} ms"
+        if base is not None and len(base.round_p99_ms) == len(side.round_p99_ms):
+            added_rounds = zip(side.round_p99_ms, base.round_p99_ms, strict=True)
+            line += ", added " + " / ".join(f"{own - sim:.1f}" for own, sim in added_rounds)
+        print(line)
     waited, share = side.settle
     if waited >= 1.0:
         still = f", still {share:.0%} of a core busy" if share >= 0.05 else ""
@@ -396,6 +441,8 @@ def _summary(m: Measured, simulator: Measured | None) -> dict[str, Any]:
         "ttft_p50_ms": m.ttft() if m.result.ttft_ms else None,
         "cpu_s_per_1000": m.cpu_per_1000,
         "peak_rss_bytes": m.peak_rss,
+        "rounds": max(1, len(m.round_p99_ms)),
+        "round_p99_ms": list(m.round_p99_ms),
     }
     if simulator is not None:
         summary["added_p99_ms"] = m.added_p99_ms(simulator)
@@ -493,6 +540,19 @@ def parse_args() -> argparse.Namespace:
         " (default 40; 0 = skip)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs per scenario and side, the sides taking turns; figures pool them (default 1)",
+    )
+    parser.add_argument(
+        "--moderate-rounds",
+        type=int,
+        default=3,
+        help="the same for the moderate-load runs (default 3: their p99 is what a burst of noise"
+        " on the machine moves most)",
+    )
+    parser.add_argument(
         "--sim-tokens-per-second", type=float, default=0.0, help="simulator token rate (0 = max)"
     )
     parser.add_argument("--workers", type=int, default=1, help="BRProxy's translator/admin worker processes")
@@ -517,6 +577,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.memory_check and args.litellm_only:
         parser.error("--memory-check measures BRProxy; it cannot be combined with --litellm-only")
+    if args.rounds < 1 or args.moderate_rounds < 1:
+        parser.error("--rounds and --moderate-rounds must be at least 1")
     return args
 
 
@@ -617,10 +679,11 @@ def main() -> None:
 def phases(args: argparse.Namespace) -> list[Phase]:
     """The scenarios at the simulator's own latency; then, if that is 0, the moderate-load ones."""
     scenarios = tuple(args.scenarios.split(","))
-    main = Phase(args.sim_latency_ms, False, tuple(int(c) for c in args.concurrency.split(",")), scenarios)
+    concurrencies = tuple(int(c) for c in args.concurrency.split(","))
+    main = Phase(args.sim_latency_ms, False, concurrencies, scenarios, args.rounds)
     if args.sim_latency_ms or not args.moderate_latency_ms:
         return [main]
-    moderate = Phase(args.moderate_latency_ms, True, MODERATE_CONCURRENCY, scenarios)
+    moderate = Phase(args.moderate_latency_ms, True, MODERATE_CONCURRENCY, scenarios, args.moderate_rounds)
     return [main, moderate]
 
 
@@ -632,25 +695,31 @@ def run_scenarios(
         stream = scenario == "stream"
         for concurrency in phase.concurrencies:
             print(f"\n{scenario}, concurrency {concurrency}, simulator latency {phase.latency_ms} ms:")
-            measured: dict[str, Measured] = {}
+            runs: dict[str, list[Measured]] = {side.name: [] for side in sides}
+            for round_index in range(phase.rounds):
+                for side in sides:
+                    run = measure(side, groups, stream, concurrency, phase, args)
+                    runs[side.name].append(run)
+                    if phase.rounds > 1:
+                        which = f"round {round_index + 1}/{phase.rounds} {side.name:<10}"
+                        print(
+                            f"  {which} {run.result.rps:8.0f} rps  p99 {run.latency(99):6.1f} ms"
+                            f"  errors={run.result.errors}"
+                        )
+            measured = {name: pool_rounds(side_runs) for name, side_runs in runs.items()}
+            simulator = measured["simulator"]
             for side in sides:
-                measured[side.name] = measure(side, groups, stream, concurrency, phase, args)
-                report(
-                    measured[side.name], None if side.name == "simulator" else measured["simulator"], stream
-                )
+                report(measured[side.name], None if side.name == "simulator" else simulator, stream)
             row: dict[str, Any] = {
                 "scenario": scenario,
                 "concurrency": concurrency,
                 "sim_latency_ms": phase.latency_ms,
             }
-            simulator = measured["simulator"]
             row.update(
                 {name: _summary(m, None if m is simulator else simulator) for name, m in measured.items()}
             )
             if "brproxy" in measured and "litellm" in measured:
-                ratios = brproxy_vs_litellm(
-                    measured["simulator"], measured["brproxy"], measured["litellm"], stream
-                )
+                ratios = brproxy_vs_litellm(simulator, measured["brproxy"], measured["litellm"], stream)
                 report_ratios(ratios)
                 row["brproxy_vs_litellm"] = ratios
             figures.append(row)
