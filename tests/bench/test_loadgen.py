@@ -126,3 +126,25 @@ async def test_a_server_that_closes_each_connection_is_reconnected_and_a_lost_an
     assert (result.requests, result.errors) == (5, 1)
     assert "RequestFailed: connection lost" in result.error_samples[0]
     assert connections[0] == 6
+
+
+async def test_every_clients_first_request_is_warm_up_so_connection_set_up_is_never_counted() -> None:
+    """The first request on each connection is slow here (as a TLS handshake is); none counts."""
+    served_on: dict[int, int] = {}
+
+    async def answer(number: int, writer: asyncio.StreamWriter) -> None:
+        connection = id(writer)
+        served_on[connection] = served_on.get(connection, 0) + 1
+        if served_on[connection] == 1:
+            await asyncio.sleep(0.3)
+        writer.write(sized(b'{"choices":[{"message":{"content":"Simulated answer"}}]}'))
+
+    async with scripted(answer) as (url, connections):
+        result = await run_load(
+            lambda _i: request(url, stream=False), 8, max_requests=80, max_seconds=30, warmup=3
+        )
+    assert (result.requests, result.errors) == (80, 0)
+    assert connections[0] == 8  # every client opened its connection, during the warm-up
+    assert max(result.latencies_ms) < 250, sorted(result.latencies_ms)[-5:]
+    # Counted or not, every request was served: the warm-up is the same loop, uncounted.
+    assert sum(served_on.values()) >= 80 + 8
