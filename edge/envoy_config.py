@@ -413,7 +413,7 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
     # A ceiling on open client connections: without one, a flood of idle connections would
     # take every file descriptor, and the edge's upstream connections and log files with them.
     # Connections over it are accepted and closed at once (counted in
-    # `overload.global_cx_overflow`); those already open are not touched.
+    # `listener.<address>.downstream_global_cx_overflow`); those already open are not touched.
     connection_limit = ResourceMonitor(
         name="envoy.resource_monitors.global_downstream_max_connections",
         typed_config=AnyProto.pack(

@@ -62,10 +62,10 @@ def _exchange(connection: socket.socket) -> bytes:
 
 
 def _overflows(admin: int) -> int:
-    url = f"http://127.0.0.1:{admin}/stats?filter=global_cx_overflow"
+    url = f"http://127.0.0.1:{admin}/stats?filter=downstream_global_cx_overflow"
     with urllib.request.urlopen(url, timeout=5) as answer:
         lines = answer.read().decode().splitlines()
-    return sum(int(line.rsplit(":", 1)[1]) for line in lines if "global_cx_overflow" in line)
+    return sum(int(line.rsplit(":", 1)[1]) for line in lines if "downstream_global_cx_overflow" in line)
 
 
 def test_connections_over_the_ceiling_are_closed_and_the_open_ones_keep_working(
