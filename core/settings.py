@@ -95,11 +95,11 @@ class Settings(BaseSettings):
     admin_port: int = 18870
 
     envoy_admin_port: int = 18871
+    """Envoy's own admin interface (stats, readiness), always on 127.0.0.1."""
 
     max_connections: int = Field(default=10_000, ge=1)
     """Client connections the edge holds open at once; it closes new ones beyond this. Keep it
     under the open-files limit (`ulimit -n`) the edge runs with."""
-    """Envoy's own admin interface (stats, readiness), always on 127.0.0.1."""
 
     bedrock_simulator: bool = False
     """True when the translator talks to the local Bedrock simulator instead of AWS."""
