@@ -3,52 +3,45 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from brproxy.supervisor import StackOptions, run
+from core.settings import Settings, settings_problems
 
 __all__ = ["main"]
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser(settings: Settings) -> argparse.ArgumentParser:
+    """The command line; each option's default is its setting from the environment (BRPROXY_*)."""
     parser = argparse.ArgumentParser(prog="brproxy", description="Self-hosted gateway to AWS Bedrock.")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the whole stack on this machine")
     up.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("BRPROXY_DATA_DIR", ".brproxy")),
+        default=settings.data_dir,
         help="embedded database, certificates, spool files (default ./.brproxy)",
     )
     up.add_argument(
         "--host",
-        default=os.environ.get("BRPROXY_HOST", "127.0.0.1"),
+        default=settings.host,
         help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)",
     )
-    up.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("BRPROXY_PORT", "8866")),
-        help="port to listen on (default 8866)",
-    )
+    up.add_argument("--port", type=int, default=settings.port, help="port to listen on (default 8866)")
     up.add_argument(
         "--tls-cert",
         type=Path,
-        default=_env_path("BRPROXY_TLS_CERT"),
+        default=settings.tls_cert,
         help="PEM certificate chain (default: a self-signed one, generated)",
     )
-    up.add_argument("--tls-key", type=Path, default=_env_path("BRPROXY_TLS_KEY"), help="PEM private key")
+    up.add_argument("--tls-key", type=Path, default=settings.tls_key, help="PEM private key")
     up.add_argument(
         "--plain-http",
         action="store_true",
-        default=os.environ.get("BRPROXY_PLAIN_HTTP", "") in ("1", "true"),
+        default=settings.plain_http,
         help="serve plain HTTP (only behind another TLS terminator)",
     )
     up.add_argument(
@@ -61,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("BRPROXY_WORKERS", "1")),
+        default=settings.workers,
         help="worker processes for the translator and admin API (default 1)",
     )
     migrate = commands.add_parser("migrate", help="apply database migrations to DATABASE_URL and exit")
@@ -69,21 +62,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _migrate() -> None:
+def _checked_settings() -> Settings:
+    """The settings from the environment, or exit 2 naming each invalid one."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        sys.stderr.write("brproxy: invalid configuration:\n")
+        sys.stderr.writelines(f"  {line}\n" for line in settings_problems(error))
+        sys.exit(2)
+
+
+def _migrate(settings: Settings) -> None:
     import asyncio
 
     from core.migrate import apply_migrations
-    from core.settings import Settings
 
-    url = Settings().require_database_url()
+    url = settings.require_database_url()
     applied = asyncio.run(apply_migrations(url))
     print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    # Every service reads the same environment: an invalid setting is refused here, once,
+    # before anything starts.
+    settings = _checked_settings()
+    args = _parser(settings).parse_args(argv)
     if args.command == "migrate":
-        _migrate()
+        _migrate(settings)
         return
     if args.command == "up":
         if (args.tls_cert is None) != (args.tls_key is None):

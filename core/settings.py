@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "database_url_from_env"]
+__all__ = ["Settings", "database_url_from_env", "settings_problems"]
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
@@ -156,3 +156,23 @@ class Settings(BaseSettings):
                 "BRProxy: no database configured (set DATABASE_URL, or start the stack with `brproxy up`)"
             )
         return url
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """One line per invalid setting, naming the environment variable(s) that set it.
+
+    Never the value: it may be a secret (`ADMIN_API_KEY`, a password in `DATABASE_URL`).
+    """
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        field = Settings.model_fields.get(name)
+        alias = field.validation_alias if field is not None else None
+        if isinstance(alias, AliasChoices):
+            variables = " / ".join(str(choice) for choice in alias.choices)
+        elif field is not None:
+            variables = f"BRPROXY_{name.upper()}"
+        else:
+            variables = name
+        lines.append(f"{variables}: {problem['msg']}")
+    return lines

@@ -5,8 +5,9 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from pydantic import ValidationError
 
-from core.settings import Settings, database_url_from_env
+from core.settings import Settings, database_url_from_env, settings_problems
 
 
 @pytest.mark.parametrize(
@@ -116,3 +117,19 @@ def test_require_database_url_falls_back_to_pgsql_then_fails(monkeypatch: pytest
         settings.require_database_url()
     monkeypatch.setenv("PGSQL_HOST", "pg")
     assert settings.require_database_url() == "postgresql://postgres@pg:5432/brproxy"
+
+
+def test_settings_problems_name_each_variable_and_never_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRPROXY_MAX_CONNECTIONS", "0")
+    monkeypatch.setenv("BRPROXY_PORT", "secret-looking-value")
+    monkeypatch.setenv("BRPROXY_PLAIN_HTTP", "maybe")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    problems = settings_problems(caught.value)
+    assert [line.split(":", 1)[0] for line in problems] == [
+        "BRPROXY_PORT",
+        "BRPROXY_PLAIN_HTTP",
+        "BRPROXY_MAX_CONNECTIONS",
+    ]
+    assert "greater than or equal to 1" in problems[2]
+    assert not any("secret-looking-value" in line or "maybe" in line for line in problems)
