@@ -13,8 +13,8 @@ side's processes, and peak memory; then BRProxy/LiteLLM ratios. With the simulat
 at once (the default), concurrency 16 is then run again with `--moderate-latency-ms` (40) of
 simulator latency per request, since a closed loop on an instant simulator saturates the
 machine; those runs are repeated in `--moderate-rounds` (3) interleaved rounds whose samples
-are pooled (`pool_rounds`). A summary table and the performance targets, each marked met or not beside its
-figure, end the run. Figures are measurements, not assertions.
+are pooled (`pool_rounds`). A summary table and the performance targets, each marked met or
+not beside its figure, end the run. Figures are measurements, not assertions.
 
 `--no-litellm` skips the peer; `--litellm-only` skips BRProxy (a standalone simulator is started
 instead); `--memory-check N` sends N requests through BRProxy and compares each service's
