@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psutil
 
-__all__ = ["ProcessGroups", "Sample", "role_of"]
+__all__ = ["ProcessGroups", "Sample", "base_role", "role_of"]
 
 _CLOCK = os.sysconf("SC_CLK_TCK")
 
@@ -35,6 +36,11 @@ def role_of(cmdline: list[str]) -> str | None:
     return None
 
 
+def base_role(role: str) -> str:
+    """The role without the prefix of its root (`baseline:authz` -> `authz`)."""
+    return role.rpartition(":")[2]
+
+
 @dataclass
 class Sample:
     cpu_seconds: dict[str, float]
@@ -49,10 +55,15 @@ class ProcessGroups:
     A root counts when its command line names a role: LiteLLM's root is its uvicorn supervisor
     and the standalone simulator's root is the simulator itself, while `brproxy up` (an idle
     supervisor) names none.
+
+    `prefixes` gives a root's processes a prefix before their role (`{pid: "baseline:"}`): two
+    stacks run the same services, and without it their "envoy", "authz", ... would be summed
+    into one group, each side paying for the other's.
     """
 
-    def __init__(self, root_pids: list[int]) -> None:
+    def __init__(self, root_pids: list[int], prefixes: Mapping[int, str] | None = None) -> None:
         self.root_pids = root_pids
+        self.prefixes = dict(prefixes or {})
 
     def _members(self) -> dict[str, list[psutil.Process]]:
         groups: dict[str, list[psutil.Process]] = {}
@@ -73,7 +84,7 @@ class ProcessGroups:
                 except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                     continue
                 if role is not None:
-                    groups.setdefault(role, []).append(process)
+                    groups.setdefault(self.prefixes.get(root, "") + role, []).append(process)
         return groups
 
     def sample(self) -> Sample:

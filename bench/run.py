@@ -19,6 +19,15 @@ not beside its figure, end the run. Figures are measurements, not assertions.
 `--no-litellm` skips the peer; `--litellm-only` skips BRProxy (a standalone simulator is started
 instead); `--memory-check N` sends N requests through BRProxy and compares each service's
 resident memory at N/10 and N (and shows it at N/2).
+
+`--baseline PATH` measures a change's before and after in one run: PATH is another source tree
+of BRProxy (e.g. `git worktree add /tmp/brproxy-base <commit>`), started as a second
+`brproxy up --bedrock-simulator` by the same interpreter from that tree (its own simulator and
+Postgres; its processes counted apart, under roles prefixed `baseline:`) and measured as one
+more side, "baseline", in the same rounds; each scenario then ends with BRProxy/baseline ratios
+and differences. `--prompt-kb N` pads every side's request with N KiB of code and prose (an
+earlier user turn, so the simulator's answer stays the same) to measure big requests, such as
+Claude Code's 200 KB ones.
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from answer_check import check_answers
 from litellm_peer import BedrockTarget, ensure_litellm, start_litellm
 from loadgen import LoadResult, Request, percentile, pooled, run_load
-from procstats import ProcessGroups, Sample
+from procstats import ProcessGroups, Sample, base_role, role_of
 from simulator_client import (
     BEDROCK_ID,
     REGION,
@@ -69,9 +78,19 @@ MODEL = "claude-3-haiku"
 SIMULATOR_ROLES = ("simulator",)
 BRPROXY_ROLES = ("envoy", "authz", "translator", "meter", "admin_api", "postgres", "simulator")
 LITELLM_ROLES = ("litellm", "simulator")
+BASELINE_PREFIX = "baseline:"
+"""Before the roles of the baseline stack's processes (see `ProcessGroups`)."""
+BASELINE_ROLES = tuple(BASELINE_PREFIX + role for role in BRPROXY_ROLES)
+PYTHON_PACKAGES = (
+    "brproxy", "core", "edge", "authz", "translator", "meter", "admin_api", "bedrock_simulator",
+)  # fmt: skip
+"""The tree's packages: a stack runs the code of the tree they are imported from."""
+PYTHON_ROLES = ("authz", "translator", "meter", "admin_api", "simulator")
 LOAD_GENERATOR = "(load generator)"
 MODERATE_CONCURRENCY = (16,)
 """The concurrency of the added-latency target, measured again under a moderate load."""
+MAX_PROMPT_KIB = 16384
+"""--prompt-kb's ceiling (16 MiB): each side's request is built once and held in memory."""
 
 
 def free_port() -> int:
@@ -88,17 +107,32 @@ class RunningStack:
     simulator_url: str
     bootstrap_key: str
     startup_seconds: float
+    tree: Path
+    env: dict[str, str]
 
 
-def start_brproxy(data_dir: Path, args: argparse.Namespace) -> RunningStack:
-    port = free_port()
-    bootstrap = "bench-" + secrets.token_urlsafe(16)
+def stack_env(tree: Path, bootstrap: str) -> dict[str, str]:
+    """The environment `brproxy up` from `tree` starts with (and every service inherits).
+
+    The stack runs the code of `tree` although every tree shares one interpreter (the venv's,
+    whose editable install points at the main tree): `python -m` run from `tree` puts it first
+    on the path, and PYTHONPATH says it again for any process started elsewhere. Both stacks
+    are started so, the main one too, so neither differs from the other but in its code.
+    """
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("BRPROXY_", "PGSQL_")) and k != "DATABASE_URL"
+        if not k.startswith(("BRPROXY_", "PGSQL_")) and k not in ("DATABASE_URL", "PYTHONSAFEPATH")
     }
     env["ADMIN_API_KEY"] = bootstrap
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def start_brproxy(data_dir: Path, args: argparse.Namespace, tree: Path = ROOT) -> RunningStack:
+    port = free_port()
+    bootstrap = "bench-" + secrets.token_urlsafe(16)
+    env = stack_env(tree, bootstrap)
     command = [
         sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(port),
         "--data-dir", str(data_dir), "--workers", str(args.workers),
@@ -107,7 +141,7 @@ def start_brproxy(data_dir: Path, args: argparse.Namespace) -> RunningStack:
     ]  # fmt: skip
     started = time.monotonic()
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tree
     )
     assert process.stdout is not None
     cert = None
@@ -118,13 +152,83 @@ def start_brproxy(data_dir: Path, args: argparse.Namespace) -> RunningStack:
             cert = line.split(": ", 1)[1].strip()
             break
         if line.startswith("BRProxy stopped"):
-            raise SystemExit(f"brproxy up failed: {line}")
+            raise SystemExit(f"brproxy up ({tree}) failed: {line}")
     else:
-        raise SystemExit("brproxy up exited before it was ready")
+        # Its own output went to /dev/null (logs under load would cost the figures): say how to see it.
+        raise SystemExit(
+            f"brproxy up ({tree}) exited before it was ready; to see why: "
+            f"cd {tree} && {sys.executable} -m brproxy up --bedrock-simulator"
+        )
     sim_port = _simulator_port(process.pid)
     return RunningStack(
-        process, f"https://127.0.0.1:{port}", cert, f"http://127.0.0.1:{sim_port}", bootstrap, startup
+        process, f"https://127.0.0.1:{port}", cert, f"http://127.0.0.1:{sim_port}", bootstrap, startup,
+        tree, env,
+    )  # fmt: skip
+
+
+_IMPORT_PROBE = (
+    "import importlib.util, json, sys\n"
+    "print(json.dumps({name: importlib.util.find_spec(name).origin for name in sys.argv[1:]}))"
+)
+
+
+def code_problems(stack: RunningStack) -> list[str]:
+    """Why the stack might not run the code of its tree; empty when it does.
+
+    Each Python process of the stack must work in the tree with the tree first on its path
+    (read from /proc), and the tree's packages, imported by the same interpreter in that same
+    directory and environment, must come from the tree and not from the venv's editable
+    install (the main tree).
+    """
+    import psutil
+
+    tree = str(stack.tree)
+    problems: list[str] = []
+    root = psutil.Process(stack.process.pid)
+    python = [root] + [
+        child
+        for child in root.children(recursive=True)
+        if role_of(child.cmdline()) in (*PYTHON_ROLES, "worker")  # uvicorn's workers too
+    ]
+    if len(python) < 1 + len(PYTHON_ROLES):
+        problems.append(f"only {len(python)} Python processes found under brproxy up")
+    for process in python:
+        try:
+            name, cwd = " ".join(process.cmdline()[1:3]), process.cwd()
+            first = process.environ().get("PYTHONPATH", "").split(os.pathsep)[0]
+        except psutil.Error as error:  # gone (a service that died) or unreadable
+            problems.append(f"pid {process.pid}: {type(error).__name__}")
+            continue
+        if cwd != tree:
+            problems.append(f"{name} (pid {process.pid}) works in {cwd}")
+        if first != tree:
+            problems.append(f"{name} (pid {process.pid}) has PYTHONPATH starting {first!r}")
+    probe = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, *PYTHON_PACKAGES],
+        cwd=tree, env=stack.env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if probe.returncode:
+        problems.append(f"importing the packages failed: {probe.stderr.strip()[-300:]}")
+    else:
+        for package, origin in json.loads(probe.stdout).items():
+            if not (origin or "").startswith(tree + os.sep):
+                problems.append(f"{package} is imported from {origin}")
+    return problems
+
+
+def tree_version(tree: Path) -> str:
+    """The tree's commit, and whether it has changes on top (for the header: what ran)."""
+    head = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
     )
+    if head.returncode:
+        return "(not a git checkout)"
+    status = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    changes = " + uncommitted changes" if status.stdout.strip() else ""
+    return f"{head.stdout.strip()[:72]}{changes}"
 
 
 def _simulator_port(root: int) -> int:
@@ -168,10 +272,75 @@ def prompt(tokens: int, latency_ms: int | None = None) -> str:
     return f"Benchmark prompt, please answer. [[sim:tokens={tokens}{latency}]]"
 
 
-def chat_body(stream: bool, tokens: int, latency_ms: int | None = None) -> dict[str, Any]:
+# A source file with its explanation, as a coding assistant's conversation carries them: quotes,
+# backslashes and newlines to escape in JSON, as in real requests. ASCII, so a character is a byte.
+_PADDING_LINES = (
+    "from __future__ import annotations",
+    "",
+    "import json",
+    "from dataclasses import dataclass, field",
+    "",
+    "",
+    "@dataclass",
+    "class Invoice:",
+    '    """One customer\'s bill for a month: its lines, their total, and the currency."""',
+    "",
+    "    customer: str",
+    '    currency: str = "EUR"',
+    "    lines: list[tuple[str, int]] = field(default_factory=list)",
+    "",
+    "    def total_cents(self) -> int:",
+    "        return sum(cents for _, cents in self.lines)",
+    "",
+    "    def render(self) -> str:",
+    '        rows = [f"{name:<30} {cents / 100:>10.2f}" for name, cents in self.lines]',
+    '        return "\\n".join([f"Invoice for {self.customer!r}", *rows, "-" * 41])',
+    "",
+    "    def to_json(self) -> str:",
+    '        return json.dumps({"customer": self.customer, "lines": self.lines}, indent=2)',
+    "",
+    "The class above keeps amounts in integer cents, so a total never drifts by a rounding error;",
+    "render() pads each name to 30 characters and prints the amount with two decimals. A test",
+    "should cover an empty invoice, a line with a negative amount (a credit), and a name with a",
+    'quote in it, such as "O\'Brien & Sons", which to_json() must escape correctly.',
+    "",
+)
+
+
+def padding_text(kib: int) -> str:
+    """`kib` KiB of text (exactly kib * 1024 characters, one byte each), numbered lines of code and
+    prose as a coding assistant's file reads carry them; empty for 0."""
+    size = kib * 1024
+    lines: list[str] = []
+    length = 0
+    while length < size:
+        number = len(lines)
+        line = f"{number + 1:>6}\t{_PADDING_LINES[number % len(_PADDING_LINES)]}\n"
+        lines.append(line)
+        length += len(line)
+    return "".join(lines)[:size]
+
+
+_PADDING_REPLY = "I have read the file and its notes."
+
+
+def history(padding: str) -> tuple[tuple[str, str], ...]:
+    """The turns before the prompt: the padding as an earlier user turn, and a short reply.
+
+    Why not after the prompt's directive, in the same message: the simulator echoes the first
+    40 characters of the last user text with its directives taken out, and the prompt's own
+    text is shorter than that, so padding there would change the answer. In an earlier turn it
+    changes neither the answer nor the directives (read from the last user turn only), and a
+    long conversation carries most of its bytes there too.
+    """
+    return (("user", padding), ("assistant", _PADDING_REPLY)) if padding else ()
+
+
+def chat_body(stream: bool, tokens: int, latency_ms: int | None = None, padding: str = "") -> dict[str, Any]:
+    turns = [*history(padding), ("user", prompt(tokens, latency_ms))]
     body: dict[str, Any] = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": prompt(tokens, latency_ms)}],
+        "messages": [{"role": role, "content": text} for role, text in turns],
         "max_tokens": 256,
     }
     if stream:
@@ -179,19 +348,23 @@ def chat_body(stream: bool, tokens: int, latency_ms: int | None = None) -> dict[
     return body
 
 
-def chat_request(url: str, api_key: str, stream: bool, latency_ms: int | None, tokens: int) -> Request:
+def chat_request(
+    url: str, api_key: str, stream: bool, latency_ms: int | None, tokens: int, padding: str = ""
+) -> Request:
     """An OpenAI chat completion, the same bytes for BRProxy and LiteLLM."""
     return Request(
         url=yarl.URL(url + "/v1/chat/completions"),
-        body=json.dumps(chat_body(stream, tokens, latency_ms)).encode(),
+        body=json.dumps(chat_body(stream, tokens, latency_ms, padding)).encode(),
         headers={"authorization": f"Bearer {api_key}", "content-type": "application/json"},
         stream=stream,
         first_token_marker=b'"content":"Simulated',
     )
 
 
-def simulator_request(simulator_url: str, stream: bool, latency_ms: int | None, tokens: int) -> Request:
-    body = converse_body(prompt(tokens, latency_ms))
+def simulator_request(
+    simulator_url: str, stream: bool, latency_ms: int | None, tokens: int, padding: str = ""
+) -> Request:
+    body = converse_body(prompt(tokens, latency_ms), history=history(padding))
     url, headers = signed_converse(simulator_url, body, stream)
     return Request(
         # encoded=True: send the path exactly as signed (%3A stays %3A).
@@ -321,7 +494,9 @@ def measure(
     )  # fmt: skip
     own = time.process_time() - own_before
     after = groups.sample()
-    cpu = _cpu_delta(before, after, result.requests, side.roles)
+    # The side's figures by plain role: its prefix (`baseline:`) only kept its processes apart.
+    delta = _cpu_delta(before, after, result.requests, side.roles)
+    cpu = {base_role(role): value for role, value in delta.items()}
     if result.requests:  # per successful request: a side that only failed has no cost to show
         cpu[LOAD_GENERATOR] = own * 1000 / result.requests
     own_roles = [role for role in side.roles if role in after.peak_rss_bytes]
@@ -329,8 +504,8 @@ def measure(
         side.name,
         result,
         cpu,
-        {role: after.peak_rss_bytes[role] for role in own_roles},
-        {role: after.process_count[role] for role in own_roles},
+        {base_role(role): after.peak_rss_bytes[role] for role in own_roles},
+        {base_role(role): after.process_count[role] for role in own_roles},
         settle,
     )
 
@@ -395,36 +570,79 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def brproxy_vs_litellm(sim: Measured, brp: Measured, peer: Measured, stream: bool) -> dict[str, float | None]:
-    """BRProxy's figures over LiteLLM's: above 1 is better for throughput, below 1 for the rest."""
-    if not (brp.result.requests and peer.result.requests):
+def _proxy_cpu(side: Measured) -> float:
+    """CPU seconds per 1000 requests (ms per request) of the proxy's processes, no simulator's."""
+    return side.server_cpu_per_1000(without_simulator=True)
+
+
+def _comparable(ours: Measured, theirs: Measured, stream: bool) -> list[str] | None:
+    """The keys of a comparison, or None when one side has no successful request to compare."""
+    if not (ours.result.requests and theirs.result.requests):
+        return None
+    return ["throughput", "added_p99", "proxy_cpu_per_request"] + (["ttft_overhead"] if stream else [])
+
+
+def versus(sim: Measured, ours: Measured, theirs: Measured, stream: bool) -> dict[str, float | None]:
+    """`ours` figures over `theirs` (BRProxy over LiteLLM, or over the baseline tree's BRProxy):
+    above 1 is better for throughput, below 1 for the rest. Latency and CPU are what each proxy
+    adds to the simulator alone (`sim`), CPU without any simulator's."""
+    if _comparable(ours, theirs, stream) is None:
         # No successful request on one side: nothing to compare, whatever the arithmetic says.
         keys = ["throughput", "added_p99", "proxy_cpu_per_request"] + (["ttft_overhead"] if stream else [])
         return dict.fromkeys(keys, None)
     ratios = {
-        "throughput": _ratio(brp.result.rps, peer.result.rps),
-        "added_p99": _ratio(brp.added_p99_ms(sim), peer.added_p99_ms(sim)),
-        "proxy_cpu_per_request": _ratio(
-            brp.server_cpu_per_1000(without_simulator=True), peer.server_cpu_per_1000(without_simulator=True)
-        ),
+        "throughput": _ratio(ours.result.rps, theirs.result.rps),
+        "added_p99": _ratio(ours.added_p99_ms(sim), theirs.added_p99_ms(sim)),
+        "proxy_cpu_per_request": _ratio(_proxy_cpu(ours), _proxy_cpu(theirs)),
     }
     if stream:
-        ratios["ttft_overhead"] = _ratio(brp.ttft_overhead_ms(sim), peer.ttft_overhead_ms(sim))
+        ratios["ttft_overhead"] = _ratio(ours.ttft_overhead_ms(sim), theirs.ttft_overhead_ms(sim))
     return ratios
+
+
+def differences(sim: Measured, ours: Measured, theirs: Measured, stream: bool) -> dict[str, float | None]:
+    """`ours` figures minus `theirs`: rps, added p99 (ms), TTFT overhead (ms), proxy CPU per
+    request (ms). Beside the ratios because a change's effect on a few milliseconds of added
+    latency reads better in milliseconds: 0.4 ms over 0.2 ms is a ratio of 2."""
+    keys = _comparable(ours, theirs, stream)
+    if keys is None:
+        return {}
+    found: dict[str, float | None] = {
+        "throughput": ours.result.rps - theirs.result.rps,
+        "added_p99": ours.added_p99_ms(sim) - theirs.added_p99_ms(sim),
+        "proxy_cpu_per_request": _proxy_cpu(ours) - _proxy_cpu(theirs),
+    }
+    if stream:
+        ours_ttft, theirs_ttft = ours.ttft_overhead_ms(sim), theirs.ttft_overhead_ms(sim)
+        found["ttft_overhead"] = None if ours_ttft is None or theirs_ttft is None else ours_ttft - theirs_ttft
+    return {key: None if value is None or math.isnan(value) else value for key, value in found.items()}
 
 
 def _times(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-def report_ratios(ratios: dict[str, float | None]) -> None:
+def _by(value: float | None, unit: str) -> str:
+    return "" if value is None else f" ({value:+.{0 if unit == 'rps' else 2}f} {unit})"
+
+
+def report_ratios(
+    ratios: dict[str, float | None],
+    label: str = "BRProxy/LiteLLM",
+    minus: dict[str, float | None] | None = None,
+) -> None:
+    """One line of ratios; with `minus` (see `differences`), each ratio's difference beside it."""
+    by = minus or {}
     line = (
-        f"  BRProxy/LiteLLM: throughput {_times(ratios['throughput'])} (higher is better), "
-        f"added p99 {_times(ratios['added_p99'])}"
+        f"  {label}: throughput {_times(ratios['throughput'])}{_by(by.get('throughput'), 'rps')}"
+        f" (higher is better), added p99 {_times(ratios['added_p99'])}{_by(by.get('added_p99'), 'ms')}"
     )
     if "ttft_overhead" in ratios:
-        line += f", TTFT overhead {_times(ratios['ttft_overhead'])}"
-    line += f", proxy CPU per request {_times(ratios['proxy_cpu_per_request'])} (lower is better)"
+        line += f", TTFT overhead {_times(ratios['ttft_overhead'])}{_by(by.get('ttft_overhead'), 'ms')}"
+    line += (
+        f", proxy CPU per request {_times(ratios['proxy_cpu_per_request'])}"
+        f"{_by(by.get('proxy_cpu_per_request'), 'ms')} (lower is better)"
+    )
     print(line)
 
 
@@ -450,8 +668,15 @@ def _summary(m: Measured, simulator: Measured | None) -> dict[str, Any]:
     return summary
 
 
+COMPARISONS = (
+    ("brproxy_vs_baseline", "BRProxy/baseline", "baseline"),
+    ("brproxy_vs_litellm", "BRProxy/LiteLLM", "litellm"),
+)
+"""A row's ratios: its key, its label, and the side BRProxy is compared with."""
+
+
 def print_summary(rows: list[dict[str, Any]]) -> None:
-    names = [name for name in ("simulator", "brproxy", "litellm") if name in rows[0]]
+    names = [name for name in ("simulator", "brproxy", "baseline", "litellm") if name in rows[0]]
     print("\nSummary: rps, added p99 and TTFT p50 overhead (ms) over the simulator alone")
     header = f"  {'scenario':<10} {'conc':>4} {'sim ms':>6}  " + "  ".join(
         f"{name + ' rps':>13}" for name in names
@@ -459,8 +684,9 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
     proxies = [name for name in names if name != "simulator"]
     header += "  " + "  ".join(f"{name + ' +p99':>13}" for name in proxies)
     header += "  " + "  ".join(f"{name + ' +TTFT':>14}" for name in proxies)
-    if "litellm" in names and "brproxy" in names:
-        header += "   BRProxy/LiteLLM: rps   +p99  +TTFT   CPU"
+    comparisons = [(key, label) for key, label, other in COMPARISONS if other in names and "brproxy" in names]
+    for _key, label in comparisons:
+        header += f"   {label}:" + "".join(f"{name:>7}" for name in ("rps", "+p99", "+TTFT", "CPU"))
     print(header)
     for row in rows:
         line = f"  {row['scenario']:<10} {row['concurrency']:>4} {row['sim_latency_ms']:>6}  "
@@ -468,11 +694,12 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
         line += "  " + "  ".join(f"{row[name]['added_p99_ms']:13.1f}" for name in proxies)
         ttft = [row[name]["ttft_overhead_ms"] for name in proxies]
         line += "  " + "  ".join(f"{value:14.1f}" if value is not None else f"{'-':>14}" for value in ttft)
-        ratios = row.get("brproxy_vs_litellm")
-        if ratios:
-            line += "   " + " ".join(
-                f"{_times(ratios.get(key)) if key in ratios else '-':>6}"
-                for key in ("throughput", "added_p99", "ttft_overhead", "proxy_cpu_per_request")
+        for key, label in comparisons:
+            ratios = row.get(key) or {}
+            # Each ratio under its heading: the label's width, then four columns of seven.
+            line += " " * (len(label) + 4) + "".join(
+                f"{_times(ratios.get(name)) if name in ratios else '-':>7}"
+                for name in ("throughput", "added_p99", "ttft_overhead", "proxy_cpu_per_request")
             )
         print(line)
 
@@ -573,13 +800,89 @@ def parse_args() -> argparse.Namespace:
         metavar="N",
         help="instead: send N non-stream requests through BRProxy; memory per service at N/10, N/2, N",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help="also measure the BRProxy of another source tree (e.g. `git worktree add /tmp/brproxy-base"
+        " <commit>`) as the side 'baseline', in the same rounds: a change's before and after in one run",
+    )
+    parser.add_argument(
+        "--prompt-kb",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pad every request with N KiB of code and prose, in an earlier user turn (default 0: the"
+        f" short prompt alone; at most {MAX_PROMPT_KIB})",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     if args.memory_check and args.litellm_only:
         parser.error("--memory-check measures BRProxy; it cannot be combined with --litellm-only")
     if args.rounds < 1 or args.moderate_rounds < 1:
         parser.error("--rounds and --moderate-rounds must be at least 1")
+    if not 0 <= args.prompt_kb <= MAX_PROMPT_KIB:
+        parser.error(f"--prompt-kb must be between 0 and {MAX_PROMPT_KIB}")
+    if args.baseline is not None:
+        if args.litellm_only:
+            parser.error("--baseline is compared with this tree's BRProxy: not with --litellm-only")
+        if args.memory_check:
+            parser.error("--memory-check measures this tree's BRProxy alone: not with --baseline")
+        args.baseline = args.baseline.resolve()
+        if os.pathsep in str(args.baseline):  # it goes on PYTHONPATH, where that separates entries
+            parser.error(f"--baseline {args.baseline}: a path with {os.pathsep!r} in it cannot be used")
+        if not (args.baseline / "brproxy" / "__main__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: not a BRProxy source tree (no brproxy/__main__.py)")
     return args
+
+
+@dataclass(frozen=True)
+class AnswerSource:
+    """A proxy whose answers are checked, and the simulator whose answer it must hand back."""
+
+    name: str
+    url: str
+    api_key: str
+    ca_file: str | None
+    simulator_url: str
+
+
+def check_all_answers(sources: list[AnswerSource], tokens: int, padding: str) -> None:
+    """Each proxy's answers (with the run's padded prompt) against its own simulator's.
+
+    A baseline stack answers from its own simulator, started from its own tree: should that
+    simulator answer differently, say so, since the baseline's figures then measure another
+    answer too.
+    """
+    expected = {
+        url: simulator_answer(url, prompt(tokens), history(padding))
+        for url in dict.fromkeys(source.simulator_url for source in sources)
+    }
+    print("\nanswers (one non-stream and one stream request each, against the simulator's own):")
+    for source in sources:
+        check = check_answers(
+            source.name, source.url + "/v1/chat/completions", {"authorization": f"Bearer {source.api_key}"},
+            chat_body(False, tokens, padding=padding), expected[source.simulator_url], source.ca_file,
+        )  # fmt: skip
+        print(check.line())
+    if len(set(expected.values())) > 1:
+        answers = "; ".join(f"{url}: {text!r}" for url, text in expected.items())
+        print(f"  note: the simulators answer differently: {answers}")
+
+
+def _size(length: int) -> str:
+    return f"{length} bytes" if length < 10 * 1024 else f"{length / 1024:.1f} KiB"
+
+
+def request_line(tokens: int, padding: str) -> str:
+    """What every side is sent, and how big it is: the same conversation, in two formats."""
+    chat = len(json.dumps(chat_body(False, tokens, padding=padding)).encode())
+    converse = len(converse_body(prompt(tokens), history=history(padding)))
+    what = f"short prompt after {len(padding) // 1024} KiB of code and prose" if padding else "short prompt"
+    return (
+        f"request: {what}; body {_size(chat)} as an OpenAI chat completion (every proxy), "
+        f"{_size(converse)} as a Bedrock Converse request (the simulator alone)"
+    )
 
 
 def main() -> None:
@@ -591,10 +894,12 @@ def main() -> None:
     litellm_command, litellm_version = ensure_litellm() if with_litellm else (None, "")
     # Everything here shares the machine's cores with whatever else runs on it: say how busy it was.
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    padding = padding_text(args.prompt_kb)
     with tempfile.TemporaryDirectory(prefix="brproxy-bench-") as tmp, contextlib.ExitStack() as running:
         sides: list[Side] = []
         roots: list[int] = []
-        checks: list[tuple[str, str, str, str | None]] = []  # proxy, URL, API key, CA file
+        prefixes: dict[int, str] = {}  # root pid -> prefix of its processes' roles
+        checks: list[AnswerSource] = []
         if args.litellm_only:
             simulator = start_standalone_simulator(
                 free_port(), args.sim_latency_ms, args.sim_tokens_per_second
@@ -620,13 +925,36 @@ def main() -> None:
             if args.memory_check:
                 memory_check(stack, key, ProcessGroups(roots), args)
                 return
-            brproxy_request = partial(chat_request, stack.url, key, tokens=args.tokens)
+            brproxy_request = partial(chat_request, stack.url, key, tokens=args.tokens, padding=padding)
             sides.append(Side("brproxy", BRPROXY_ROLES, brproxy_request, stack.cert))
-            checks.append(("brproxy", stack.url, key, stack.cert))
+            checks.append(AnswerSource("brproxy", stack.url, key, stack.cert, stack.simulator_url))
+            if args.baseline is not None:
+                base = start_brproxy(Path(tmp) / "baseline-data", args, args.baseline)
+                running.callback(stop_brproxy, base)
+                roots.append(base.process.pid)
+                prefixes[base.process.pid] = BASELINE_PREFIX
+                print(
+                    f"baseline BRProxy started in {base.startup_seconds:.1f}s ({base.url}); "
+                    f"its own simulator {base.simulator_url}"
+                )
+                print(f"code: BRProxy from {stack.tree} at {tree_version(stack.tree)}")
+                print(f"      baseline from {base.tree} at {tree_version(base.tree)}")
+                problems = code_problems(stack) + code_problems(base)
+                if problems:
+                    raise SystemExit("a stack may not run its own tree's code:\n  " + "\n  ".join(problems))
+                print(
+                    "      (checked: each stack's Python processes work in its tree, with it first on their"
+                    " path, and its packages import from there)"
+                )
+                base_key = create_key(base)
+                base_request = partial(chat_request, base.url, base_key, tokens=args.tokens, padding=padding)
+                sides.append(Side("baseline", BASELINE_ROLES, base_request, base.cert))
+                checks.append(AnswerSource("baseline", base.url, base_key, base.cert, base.simulator_url))
         print(
             f"simulator: latency {args.sim_latency_ms} ms, "
             f"{args.sim_tokens_per_second or 'unlimited'} tokens/s, {args.tokens} tokens per answer"
         )
+        print(request_line(args.tokens, padding))
         if litellm_command is not None:
             target = BedrockTarget(simulator_url, MODEL, BEDROCK_ID, SIM_ACCESS_KEY, SIM_SECRET_KEY, REGION)
             peer = start_litellm(
@@ -637,20 +965,14 @@ def main() -> None:
             roots.append(peer.process.pid)
             print(f"LiteLLM started in {peer.startup_seconds:.1f}s ({peer.url})")
             print(f"features on (LiteLLM): {peer.features}")
-            litellm_request = partial(chat_request, peer.url, peer.master_key, tokens=args.tokens)
+            litellm_request = partial(
+                chat_request, peer.url, peer.master_key, tokens=args.tokens, padding=padding
+            )
             sides.append(Side("litellm", LITELLM_ROLES, litellm_request))
-            checks.append(("litellm", peer.url, peer.master_key, None))
-        direct_request = partial(simulator_request, simulator_url, tokens=args.tokens)
+            checks.append(AnswerSource("litellm", peer.url, peer.master_key, None, simulator_url))
+        direct_request = partial(simulator_request, simulator_url, tokens=args.tokens, padding=padding)
         sides.insert(0, Side("simulator", SIMULATOR_ROLES, direct_request))
-
-        expected = simulator_answer(simulator_url, prompt(args.tokens))
-        print("\nanswers (one non-stream and one stream request each, against the simulator's own):")
-        for name, url, api_key, ca in checks:
-            check = check_answers(
-                name, url + "/v1/chat/completions", {"authorization": f"Bearer {api_key}"},
-                chat_body(False, args.tokens), expected, ca,
-            )  # fmt: skip
-            print(check.line())
+        check_all_answers(checks, args.tokens, padding)
 
         figures: list[dict[str, Any]] = []
         for phase in phases(args):
@@ -659,7 +981,11 @@ def main() -> None:
                     f"\n--- moderate load: each request asks the simulator for {phase.latency_ms} ms of"
                     " latency; clients staggered over one latency period ---"
                 )
-            figures += run_scenarios(sides, ProcessGroups(roots), phase, args)
+            figures += run_scenarios(sides, ProcessGroups(roots, prefixes), phase, args)
+        for row in figures:
+            row["prompt_kib"] = args.prompt_kb
+            if args.baseline is not None:
+                row["baseline_tree"] = f"{args.baseline} at {tree_version(args.baseline)}"
         if figures:
             print_summary(figures)
             if any(row["sim_latency_ms"] == 0 and row["concurrency"] >= 16 for row in figures):
@@ -718,8 +1044,15 @@ def run_scenarios(
             row.update(
                 {name: _summary(m, None if m is simulator else simulator) for name, m in measured.items()}
             )
+            if "brproxy" in measured and "baseline" in measured:
+                brproxy, baseline = measured["brproxy"], measured["baseline"]
+                ratios = versus(simulator, brproxy, baseline, stream)
+                minus = differences(simulator, brproxy, baseline, stream)
+                report_ratios(ratios, "BRProxy/baseline", minus)
+                row["brproxy_vs_baseline"] = ratios
+                row["brproxy_minus_baseline"] = minus
             if "brproxy" in measured and "litellm" in measured:
-                ratios = brproxy_vs_litellm(simulator, measured["brproxy"], measured["litellm"], stream)
+                ratios = versus(simulator, measured["brproxy"], measured["litellm"], stream)
                 report_ratios(ratios)
                 row["brproxy_vs_litellm"] = ratios
             figures.append(row)
@@ -735,7 +1068,7 @@ def memory_check(stack: RunningStack, key: str, groups: ProcessGroups, args: arg
     """
     total = args.memory_check
     checkpoints = [total // 10, total // 2, total]
-    request = chat_request(stack.url, key, False, None, args.tokens)
+    request = chat_request(stack.url, key, False, None, args.tokens, padding_text(args.prompt_kb))
     sent = 0
     rss_at: dict[int, dict[str, int]] = {}
     pss_at: dict[int, dict[str, int]] = {}

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +43,12 @@ REGION = "us-east-1"
 BEDROCK_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 
 
-def converse_body(prompt: str, max_tokens: int = 256) -> bytes:
+def converse_body(prompt: str, max_tokens: int = 256, history: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A Converse request: the turns of `history` ((role, text), oldest first), then `prompt`."""
+    turns = [*history, ("user", prompt)]
     return json.dumps(
         {
-            "messages": [{"role": "user", "content": [{"text": prompt}]}],
+            "messages": [{"role": role, "content": [{"text": text}]} for role, text in turns],
             "inferenceConfig": {"maxTokens": max_tokens},
         }
     ).encode()
@@ -63,9 +66,10 @@ def signed_converse(simulator_url: str, body: bytes, stream: bool) -> tuple[str,
     return url, dict(aws.headers.items())
 
 
-def simulator_answer(simulator_url: str, prompt: str) -> str:
-    """The text the simulator answers to `prompt`: what every proxy must hand back unchanged."""
-    body = converse_body(prompt)
+def simulator_answer(simulator_url: str, prompt: str, history: Sequence[tuple[str, str]] = ()) -> str:
+    """The text the simulator answers to `prompt` after `history`: what every proxy must hand back
+    unchanged."""
+    body = converse_body(prompt, history=history)
     url, headers = signed_converse(simulator_url, body, stream=False)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
