@@ -8,6 +8,7 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 
 from core.asgi_serving import serve
+from core.internal_auth import InternalToken
 from core.settings import Settings
 
 
@@ -21,6 +22,7 @@ def _log_config(level: str) -> dict[str, Any]:
 def main() -> None:
     settings = Settings()
     settings.require_database_url()  # fail now with a clear message, not in every worker
+    InternalToken.from_settings(settings)
     serve(
         "admin_api.app:create_app",
         host=settings.bind_host,

@@ -2,8 +2,12 @@
 
 Every answer is an envelope with a truthful status: 400 for bad input (naming the field),
 401/403 for the caller, 404 for unknown ids and routes, 500 "internal error" for anything
-unforeseen. The 500 path logs the exception with the method and path only: never a request
-body, a header or a key.
+unforeseen. A refusal is logged once, on one line: method, path, Envoy's request id, status
+and the message the client got (which names fields, never their values). The 500 path logs
+the exception with the method and path only: never a request body, a header or a key.
+
+Only requests that carry the deployment's internal token (core/internal_auth.py), i.e. came
+through the edge, get further than a 401: the caller headers mean nothing without it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from admin_api.envelope import ApiError, EnvelopeResponse, error
 from admin_api.routes import routers
 from admin_api.routes.health import CHECK_TIMEOUT_S, HealthChecker, grpc_target
 from core.heap import freeze_startup_heap
+from core.internal_auth import InternalToken, log_refusal
+from core.internal_headers import INTERNAL_TOKEN
 from core.settings import Settings
 
 __all__ = ["create_app", "validation_message"]
@@ -35,6 +41,9 @@ logger = logging.getLogger("admin_api")
 _POOL_MIN_SIZE = 1
 _POOL_MAX_SIZE = 10
 _PARAM_SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
+REQUEST_ID_HEADER = "x-request-id"
+"""Set by Envoy on every request (and returned to the client): what ties a log line to a call."""
+_INTERNAL_TOKEN = INTERNAL_TOKEN.encode()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -62,14 +71,38 @@ def validation_message(errors: Iterable[Mapping[str, Any]]) -> str:
     return "; ".join(lines) or "invalid request"
 
 
+_LOGGED_CHARS = 300
+
+
+def _loggable(text: str) -> str:
+    """Client-chosen text as one log line may hold it: escaped (no newline, NUL or
+    surrogate gets through) and bounded."""
+    escaped = repr(text)[1:-1]
+    return escaped if len(escaped) <= _LOGGED_CHARS else escaped[:_LOGGED_CHARS] + "…"
+
+
+def _refused(request: Request, status: int, message: str) -> EnvelopeResponse:
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    logger.log(
+        logging.ERROR if status >= 500 else logging.INFO,
+        "refused %s %s (request %s): %d %s",
+        request.method,
+        _loggable(request.url.path),
+        _loggable(request_id) if request_id else "-",
+        status,
+        _loggable(message),
+    )
+    return error(status, message)
+
+
 async def _api_error(request: Request, exc: Exception) -> EnvelopeResponse:
     assert isinstance(exc, ApiError)
-    return error(exc.status_code, exc.message)
+    return _refused(request, exc.status_code, exc.message)
 
 
 async def _validation_error(request: Request, exc: Exception) -> EnvelopeResponse:
     assert isinstance(exc, RequestValidationError)
-    return error(400, validation_message(exc.errors()))
+    return _refused(request, 400, validation_message(exc.errors()))
 
 
 async def _http_error(request: Request, exc: Exception) -> EnvelopeResponse:
@@ -80,7 +113,9 @@ async def _http_error(request: Request, exc: Exception) -> EnvelopeResponse:
         message = "method not allowed"
     else:
         message = str(exc.detail)
-    return error(exc.status_code, message, headers=exc.headers)  # e.g. Allow on a 405
+    response = _refused(request, exc.status_code, message)
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 class _InternalErrors:
@@ -114,9 +149,39 @@ class _InternalErrors:
             await error(500, "internal error")(scope, receive, send)
 
 
+class _FromTheEdgeOnly:
+    """Refuses, before anything else runs, every request without the internal token.
+
+    `/health` stays open to probes: it changes nothing and says what the public `/health`
+    says. Everything else, unknown routes included, is a 401 envelope, logged once.
+    """
+
+    def __init__(self, app: ASGIApp, internal_token: InternalToken) -> None:
+        self.app = app
+        self.internal_token = internal_token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] == "/health"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        refusal = self.internal_token.refusal(headers.get(_INTERNAL_TOKEN))
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "WEBSOCKET")
+        log_refusal(logger, refusal, method, scope["path"], headers.get(b"x-request-id"))
+        if scope["type"] == "websocket":  # refused before the handshake: the server answers 403
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        response = error(401, "this service only answers requests that come through the gateway")
+        await response(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The admin API; without `settings`, configured from the `BRPROXY_*` environment."""
     settings = settings if settings is not None else Settings()
+    internal_token = InternalToken.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(_InternalErrors)
+    app.add_middleware(_FromTheEdgeOnly, internal_token=internal_token)  # the outermost: runs first
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

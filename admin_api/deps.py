@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
+from pydantic import BeforeValidator
 
 from admin_api.envelope import ApiError
+from admin_api.inputs import param_integer
 from core.internal_headers import KEY_ID, KEY_ROLE, ROLE_BOOTSTRAP
 from core.settings import Settings
 
@@ -26,9 +28,12 @@ __all__ = [
     "AdminCaller",
     "Caller",
     "CallerDep",
+    "OptionalQueryId",
     "Paging",
     "PagingDep",
+    "PathId",
     "PoolDep",
+    "QueryId",
     "SearchDep",
     "SettingsDep",
     "UserCaller",
@@ -39,6 +44,13 @@ __all__ = [
 
 MAX_BIGINT = 2**63 - 1
 """Largest Postgres bigint: ids and offsets beyond it are bad input, not a database error."""
+
+_ParamInteger = BeforeValidator(param_integer)
+PathId = Annotated[int, _ParamInteger, Path(ge=1, le=MAX_BIGINT)]
+"""A row id in the path (`/detail/:id`): digits only, within bigint."""
+QueryId = Annotated[int, _ParamInteger, Query(ge=1, le=MAX_BIGINT)]
+OptionalQueryId = Annotated[int | None, _ParamInteger, Query(ge=1, le=MAX_BIGINT)]
+"""A filter by id (`key_id`, `session_id`); absent means no filter."""
 
 ROLE_USER = "user"
 ROLE_ADMIN = "admin"
@@ -104,8 +116,8 @@ class Paging:
 
 
 async def get_paging(
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+    limit: Annotated[int, _ParamInteger, Query(ge=1, le=1000)] = 20,
+    offset: Annotated[int, _ParamInteger, Query(ge=0, le=MAX_BIGINT)] = 0,
 ) -> Paging:
     return Paging(limit=limit, offset=offset)
 

@@ -1,8 +1,10 @@
 """The manager's response shape, `{"success": bool, "data": …}`, and its JSON encoding.
 
-Money leaves the database as `Decimal` and stays exact through every computation; only
-here, at the output boundary, does it become a JSON number (the manager does arithmetic on
-it, so a number beats the original's `"20.0000000000"` strings). Timestamps are ISO 8601.
+Money leaves the database as `Decimal` and stays exact through every computation, and
+leaves here as a JSON number written from the Decimal's own digits, never through a float:
+`5.500001000001100040000000000005` stays exactly that (a float would say 5.5000010000011).
+A number, because the manager does arithmetic on it (it beats the original's
+`"20.0000000000"` strings). Timestamps are ISO 8601.
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ class ApiError(Exception):
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return float(value)
+        if not value.is_finite():  # Postgres numeric can hold NaN and ±Infinity; JSON cannot
+            raise TypeError(f"cannot encode {value} as a JSON number")
+        # Positional notation ("0.000000000000000000000000000005", not "5E-30"): every
+        # digit as stored, in a form any JSON reader takes.
+        return orjson.Fragment(format(value, "f"))
     if isinstance(value, uuid.UUID):  # asyncpg's own UUID subclass, which orjson does not know
         return str(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")

@@ -1,9 +1,12 @@
 """Request bodies of the admin API (pydantic), with money parsed exactly.
 
 Money arrives as a JSON number or a numeric string (the manager sends either) and becomes a
-`Decimal` without passing through binary floating point: a JSON float is read back from its
-shortest repr (`Decimal(str(0.1)) == Decimal("0.1")`). Unknown fields are ignored so the
-original manager's forms keep working.
+`Decimal` without passing through binary floating point: `AdminRoute` parses JSON numbers
+as `Decimal` with the digits the client wrote. Amounts are exact to `MONEY_QUANTUM`
+(0.000000001: USD for balances and quotas, USD per million tokens for prices); an amount
+with finer non-zero digits is refused rather than rounded. Integers (ids, counts) must be
+JSON integers and flags JSON booleans: `true` is not key 1, and `1` is not `true`.
+Unknown fields are ignored so the original manager's forms keep working.
 """
 
 from __future__ import annotations
@@ -12,13 +15,25 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from admin_api.deps import MAX_BIGINT
+from admin_api.inputs import body_integer
 
 __all__ = [
+    "MONEY_QUANTUM",
     "ApplyKeyRequest",
+    "BodyInteger",
+    "KeyId",
     "NonNegativeMoney",
     "PositiveMoney",
     "RechargeRequest",
@@ -29,7 +44,10 @@ _NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # Bounds that keep every accepted amount storable in Postgres `numeric` and sensible as money;
 # beyond them the request is bad input (400), not a database error (500).
 _MAX_INTEGER_DIGITS = 15
-_MAX_DECIMAL_PLACES = 30
+_DECIMAL_PLACES = 9
+_MAX_NUMERIC_CHARS = 100
+MONEY_QUANTUM = Decimal(1).scaleb(-_DECIMAL_PLACES)
+"""The smallest amount the API takes: 0.000000001 (USD, or USD per million tokens for prices)."""
 
 
 def _parse_money(value: Any) -> Decimal:
@@ -39,7 +57,7 @@ def _parse_money(value: Any) -> Decimal:
         amount = Decimal(value)
     elif isinstance(value, float):
         amount = Decimal(str(value))
-    elif isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
+    elif isinstance(value, str) and len(value) <= _MAX_NUMERIC_CHARS and _NUMERIC.fullmatch(value.strip()):
         amount = Decimal(value.strip())
     elif isinstance(value, Decimal):
         amount = value
@@ -47,14 +65,21 @@ def _parse_money(value: Any) -> Decimal:
         raise PydanticCustomError("money_type", "must be a number or a numeric string")
     if not amount.is_finite():
         raise PydanticCustomError("money_finite", "must be a finite number")
+    if amount == 0:
+        return Decimal(0)  # not -0, nor 0E+999999999
+    if amount.adjusted() >= _MAX_INTEGER_DIGITS:
+        raise PydanticCustomError("money_range", "must be below 1e{digits}", {"digits": _MAX_INTEGER_DIGITS})
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)  # finite, so never 'n'/'N'/'F'
-    if (amount != 0 and amount.adjusted() >= _MAX_INTEGER_DIGITS) or exponent < -_MAX_DECIMAL_PLACES:
-        raise PydanticCustomError(
-            "money_range",
-            "must be below 1e{digits} with at most {places} decimal places",
-            {"digits": _MAX_INTEGER_DIGITS, "places": _MAX_DECIMAL_PLACES},
-        )
+    if exponent < -_DECIMAL_PLACES:
+        exact = amount.quantize(MONEY_QUANTUM)  # at most 24 digits: within the default precision
+        if exact != amount:
+            raise PydanticCustomError(
+                "money_precision",
+                "has digits below {quantum}; amounts are exact to {places} decimal places",
+                {"quantum": f"{MONEY_QUANTUM:f}", "places": _DECIMAL_PLACES},
+            )
+        amount = exact  # only trailing zeros dropped
     return amount
 
 
@@ -73,12 +98,14 @@ def _positive(amount: Decimal) -> Decimal:
 NonNegativeMoney = Annotated[Decimal, BeforeValidator(_parse_money), AfterValidator(_non_negative)]
 PositiveMoney = Annotated[Decimal, BeforeValidator(_parse_money), AfterValidator(_positive)]
 
-KeyId = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
-GroupId = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]  # the column is a Postgres integer
+BodyInteger = Annotated[int, BeforeValidator(body_integer)]
+"""An integer in a JSON body: a JSON integer, never `true`, `1.5`, `1.0` or `"1"`."""
+KeyId = Annotated[BodyInteger, Field(ge=1, le=MAX_BIGINT)]
+GroupId = Annotated[BodyInteger, Field(ge=-(2**31), le=2**31 - 1)]  # the column is a Postgres integer
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Email = Annotated[str, Field(max_length=320)]
 Role = Literal["user", "admin"]
-RateLimit = Annotated[int, Field(ge=0, le=2**31 - 1)]
+RateLimit = Annotated[BodyInteger, Field(ge=0, le=2**31 - 1)]
 """Requests per minute across all replicas; 0 means no limit."""
 
 
@@ -107,7 +134,7 @@ class UpdateKeyRequest(_Request):
     group_id: GroupId | None = None
     month_quota: NonNegativeMoney | None = None
     email: Email | None = None
-    disabled: bool | None = None
+    disabled: StrictBool | None = None
     rate_limit_rpm: RateLimit | None = None
 
 

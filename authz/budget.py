@@ -17,10 +17,11 @@ the same amount, since that money is now billed. The bound on overspend is there
 
     for C concurrent requests of one key, overspend ≤ Σ over them of max(0, actual - estimate)
 
-i.e. only a request that costs more than its estimate (more output than its max_tokens
-allows is impossible; more input than the body size suggests is not expected) can push a
-key past its money. Requests that end without usage free their reservation through a
-"released" event; reservations of requests never heard of again expire after TTL_S.
+and since a reservation is the call's worst case (core/admission.py: its output ceiling and a
+bound on its prompt), no call costs more than it reserved: billed spend never exceeds the
+key's money. Requests that end without usage free their reservation through a "released"
+event; reservations of requests never heard of again expire after TTL_S, which is longer
+than any call can run (the edge ends a call at MAX_CALL_SECONDS).
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from core.admission import MAX_CALL_SECONDS
+
 __all__ = ["TTL_S", "Ledger", "Reservation"]
 
-TTL_S = 3600.0
-"""A reservation not released within an hour is dropped (its request is long over)."""
+TTL_S = float(MAX_CALL_SECONDS + 600)
+"""A reservation not released within this is dropped: its call ended long ago (the edge ends
+every call at MAX_CALL_SECONDS), and its usage should have been recorded (unless the meter was
+away all that while)."""
 _ZERO = Decimal(0)
 
 
@@ -118,14 +123,19 @@ class Ledger:
         self._released[key_id] = self._released.get(key_id, _ZERO) + amount
         self._changed.add(key_id)
 
-    def expire(self, now: float | None = None) -> int:
-        """Drop reservations older than TTL_S; returns how many."""
+    def live(self) -> list[tuple[str, Reservation]]:
+        """Every reservation held now, by request id."""
+        with self._lock:
+            return list(self._reservations.items())
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Drop reservations older than TTL_S; returns their request ids."""
         limit = (time.monotonic() if now is None else now) - TTL_S
         with self._lock:
             stale = [rid for rid, r in self._reservations.items() if r.at < limit]
             for request_id in stale:
                 self._free(self._reservations.pop(request_id))
-            return len(stale)
+            return stale
 
     def return_idle(self, idle_s: float, now: float | None = None) -> None:
         """Give back unused grant of keys that made no request for `idle_s` seconds."""

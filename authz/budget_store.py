@@ -4,6 +4,13 @@ gRPC worker threads call `grant` and `lease` (blocking, with a deadline) only wh
 local grant or permits run out; everything else happens in the background: following the
 meter's `brproxy_usage_recorded` announcements to free reservations, writing shrunken
 grants back, returning idle grants, expiring old reservations, and the replica heartbeat.
+
+Reservations outlive this process (`reservation_journal.py`): each is journaled before its
+check answers; a replica that stops gracefully, or the successor that finds its journal after
+a crash, moves the reservations still held to `held_reservations`, which every replica counts
+against the key's money until the meter records their calls. A replica that vanishes with
+its journal (its machine lost) keeps its grants counted for HOLD_S, longer than any of its
+calls can run.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ import time
 import uuid
 from collections.abc import Coroutine
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 
-from authz.budget import Ledger
+from authz.budget import TTL_S, Ledger
 from authz.rate_limit import RateLimiter, lease_size, window_of
+from authz.reservation_journal import HeldReservation, ReservationJournal, adopt_dead
 from core.catalogue_store import CatalogueFollower
 from core.pg_listen import follow_channel
 
@@ -37,8 +46,9 @@ T = TypeVar("T")
 
 RECORDED_CHANNEL = "brproxy_usage_recorded"
 HEARTBEAT_S = 2.0
-DEAD_AFTER_S = 10
-"""A replica silent this long no longer holds grants (see the grant statement)."""
+HOLD_S = int(TTL_S)
+"""A replica silent this long no longer holds grants (see the grant statement): by then every
+call it admitted has ended. A replica that stops cleanly gives its grants back at once."""
 IDLE_GRANT_S = 1.0
 """Unused grant of a key idle this long goes back to Postgres for other replicas."""
 _WRITE_BACK_S = 0.1
@@ -64,12 +74,34 @@ FROM api_keys WHERE id = $1 AND NOT disabled
 FOR UPDATE
 """
 
+# Held by others: the grants of every other replica that may still have calls in flight, and
+# the reservations stopped replicas left behind.
 _HELD_BY_OTHERS = f"""
-SELECT coalesce(sum(g.amount), 0)
-FROM budget_grants g JOIN authz_replicas r USING (replica_id)
-WHERE g.key_id = $1 AND g.replica_id <> $2
-  AND r.heartbeat_at > now() - interval '{DEAD_AFTER_S} seconds'
+SELECT (SELECT coalesce(sum(g.amount), 0)
+        FROM budget_grants g JOIN authz_replicas r USING (replica_id)
+        WHERE g.key_id = $1 AND g.replica_id <> $2
+          AND r.heartbeat_at > now() - interval '{HOLD_S} seconds')
+     + (SELECT coalesce(sum(h.amount), 0)
+        FROM held_reservations h WHERE h.key_id = $1 AND h.held_until > now())
 """  # noqa: S608 - a constant, never input
+
+# A stopped replica's reservations, moved to where every replica counts them, and its grants
+# given back, in one transaction: the money stays held exactly for the calls still running.
+_HOLD = """
+INSERT INTO held_reservations (request_id, key_id, amount, held_until)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::numeric[], $4::timestamptz[])
+    AS t(request_id, key_id, amount, held_until)
+WHERE EXISTS (SELECT 1 FROM api_keys k WHERE k.id = t.key_id)
+ON CONFLICT (request_id) DO NOTHING
+"""
+_FORGET_REPLICA = "DELETE FROM authz_replicas WHERE replica_id = $1"
+# Calls that ended while no replica held their reservation (the meter deleted nothing then).
+_SETTLED = """
+DELETE FROM held_reservations h WHERE h.request_id = ANY($1::text[]) AND (
+    EXISTS (SELECT 1 FROM released_requests r WHERE r.request_id = h.request_id)
+    OR EXISTS (SELECT 1 FROM threads t
+               WHERE t.event_id = ANY($2::uuid[]) AND t.event_id::text = h.request_id))
+"""
 
 _SET_GRANT = """
 INSERT INTO budget_grants (replica_id, key_id, amount, updated_at) VALUES ($1, $2, $3, now())
@@ -85,6 +117,17 @@ ON CONFLICT (replica_id) DO UPDATE SET heartbeat_at = now()
 # The same two-step shape for rate-limit permits: lock the window's row, then count.
 _LOCK_WINDOW = "SELECT used FROM rate_windows WHERE key_id = $1 AND window_start = $2 FOR UPDATE"
 _ADD_USED = "UPDATE rate_windows SET used = used + $3 WHERE key_id = $1 AND window_start = $2"
+
+
+def _uuids(ids: list[str]) -> list[uuid.UUID]:
+    """The ids that are UUIDs (usage events are keyed by them; other ids were never billed)."""
+    found = []
+    for value in ids:
+        try:
+            found.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return found
 
 
 def grant_size(free: Decimal, needed: Decimal, chunk: Decimal, cost: Decimal) -> Decimal | None:
@@ -103,9 +146,13 @@ def grant_size(free: Decimal, needed: Decimal, chunk: Decimal, cost: Decimal) ->
 class BudgetStore:
     """The Postgres operations behind Ledger and RateLimiter, for one replica."""
 
-    def __init__(self, database_url: str, ledger: Ledger, limiter: RateLimiter) -> None:
+    def __init__(
+        self, database_url: str, ledger: Ledger, limiter: RateLimiter, journal_dir: Path | None = None
+    ) -> None:
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._database_url = database_url
+        self._journal_dir = journal_dir
+        self._journal: ReservationJournal | None = None
         self.ledger = ledger
         self.limiter = limiter
         self._loop = asyncio.new_event_loop()
@@ -142,10 +189,13 @@ class BudgetStore:
             try:
                 # Registered before any grant: grants reference the replica row.
                 await self._pool.execute(_REGISTER, self.replica_id)
+                # Before the first check: what crashed predecessors still held stays held.
+                await self._adopt_dead_journals()
                 break
             except (OSError, asyncpg.PostgresError) as error:
                 log.warning("cannot register this replica (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
+        self._open_journal()
         await self.models.start()
         self._ready.set()
         self._tasks = [
@@ -160,11 +210,23 @@ class BudgetStore:
                 task.cancel()
             await self.models.close()
             if self._pool is not None:
-                # Our grants go with us: other replicas may use that money at once.
-                with contextlib.suppress(OSError, asyncpg.PostgresError):
-                    await self._pool.execute(
-                        "DELETE FROM authz_replicas WHERE replica_id = $1", self.replica_id
-                    )
+                # Our grants go with us, but the calls we admitted may still be running: their
+                # reservations stay held (in Postgres) until the meter records them.
+                now, wall = time.monotonic(), time.time()
+                live = [
+                    HeldReservation(request_id, r.key_id, r.amount, wall - (now - r.at))
+                    for request_id, r in self.ledger.live()
+                ]
+                try:
+                    await self._hand_over(self.replica_id, live)
+                except (OSError, asyncpg.PostgresError) as error:
+                    # Our row stays: other replicas count our grants for HOLD_S, and the
+                    # journal stays for a successor on this data directory.
+                    log.warning("could not hand over %d reservations (%s)", len(live), type(error).__name__)
+                else:
+                    if self._journal is not None:
+                        self._journal.discard()
+                        self._journal = None
                 await self._pool.close()
 
         with_deadline = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
@@ -178,6 +240,56 @@ class BudgetStore:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def _open_journal(self) -> None:
+        if self._journal_dir is None:
+            return
+        try:
+            self._journal = ReservationJournal(self._journal_dir, self.replica_id)
+        except OSError as error:
+            log.warning(
+                "no reservation journal in %s (%s): reservations will not survive a crash of this "
+                "process (its grants are then held for %d s)",
+                self._journal_dir, error.strerror, HOLD_S,
+            )  # fmt: skip
+
+    async def _adopt_dead_journals(self) -> None:
+        """Hand over what crashed predecessors on this data directory still held."""
+        if self._journal_dir is None:
+            return
+        try:
+            found = adopt_dead(self._journal_dir)
+        except OSError as error:
+            log.warning("cannot read the reservation journals in %s (%s)", self._journal_dir, error.strerror)
+            return
+        for dead in found:
+            try:
+                await self._hand_over(dead.replica_id, dead.live)
+            except BaseException:
+                dead.release()  # kept for the next attempt
+                raise
+            if dead.live:
+                log.warning("took over %d reservations of calls a stopped authz admitted", len(dead.live))
+            dead.discard()
+
+    async def _hand_over(self, replica_id: str | None, live: list[HeldReservation]) -> None:
+        """Move a stopped replica's reservations to `held_reservations` and forget its grants,
+        in one transaction; then free those whose calls ended meanwhile."""
+        assert self._pool is not None
+        async with self._pool.acquire() as connection, connection.transaction():
+            if live:
+                await connection.execute(
+                    _HOLD,
+                    [r.request_id for r in live],
+                    [r.key_id for r in live],
+                    [r.amount for r in live],
+                    [dt.datetime.fromtimestamp(r.at + TTL_S, dt.UTC) for r in live],
+                )
+            if replica_id is not None:
+                await connection.execute(_FORGET_REPLICA, replica_id)
+            if live:
+                ids = [r.request_id for r in live]
+                await connection.execute(_SETTLED, ids, _uuids(ids))
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run `coroutine` on the store's loop and wait for it (from a gRPC thread)."""
@@ -201,12 +313,21 @@ class BudgetStore:
         """
         for _ in range(3):
             if self.ledger.try_reserve(key_id, request_id, cost):
+                self._journaled(key_id, request_id, cost)
                 if self.ledger.unreserved(key_id) < cost * LOW_WATER_REQUESTS:
                     self._top_up_soon(key_id, cost, month)
                 return True
             if not self.grant(key_id, cost, cost * CHUNK_REQUESTS, month):
                 return False
-        return self.ledger.try_reserve(key_id, request_id, cost)
+        if self.ledger.try_reserve(key_id, request_id, cost):
+            self._journaled(key_id, request_id, cost)
+            return True
+        return False
+
+    def _journaled(self, key_id: int, request_id: str, cost: Decimal) -> None:
+        """Journal a reservation before its check answers: a crash from here on forgets nothing."""
+        if self._journal is not None:
+            self._journal.reserved(request_id, key_id, cost)
 
     def _top_up_soon(self, key_id: int, cost: Decimal, month: dt.date) -> None:
         """Ask for a larger grant in the background, at most one request per key at a time.
@@ -317,20 +438,27 @@ class BudgetStore:
                 await self._pool.execute(_REGISTER, self.replica_id)
                 # Long-dead replicas' rows (and, by cascade, their grants) are removed.
                 await self._pool.execute(
-                    "DELETE FROM authz_replicas WHERE heartbeat_at < now() - interval '10 minutes'"
+                    f"DELETE FROM authz_replicas WHERE heartbeat_at < now() - interval '{HOLD_S} seconds'"  # noqa: S608
                 )
                 await self._pool.execute(
                     "DELETE FROM rate_windows WHERE window_start < now() - interval '10 minutes'"
                 )
+                await self._pool.execute("DELETE FROM held_reservations WHERE held_until < now()")
+                await self._pool.execute(
+                    f"DELETE FROM released_requests WHERE released_at < now() - interval '{HOLD_S} seconds'"  # noqa: S608
+                )
             except (OSError, asyncpg.PostgresError) as error:
                 log.warning("heartbeat failed (%s)", type(error).__name__)
-            self.ledger.expire()
+            for request_id in self.ledger.expire():
+                if self._journal is not None:
+                    self._journal.freed(request_id)
             await asyncio.sleep(HEARTBEAT_S)
 
     def _on_recorded(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         for item in payload.split(","):
             _, _, request_id = item.partition(":")
-            self.ledger.release(request_id)
+            if self.ledger.release(request_id) is not None and self._journal is not None:
+                self._journal.freed(request_id)
 
     async def _follow_recorded(self) -> None:
         # Announcements missed while the connection is down are not replayed: those

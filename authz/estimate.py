@@ -1,55 +1,48 @@
-"""What a request may cost at most, from the head of its body (pure; no I/O).
+"""What authz reserves for a model call: its worst-case cost, from its whole body (pure; no I/O).
 
-Envoy sends authz the first bytes of a paid request's body (never the whole prompt). From
-them we read the model and `max_tokens`; the input is bounded by the body's size. The
-estimate is deliberately an upper bound of the usual case: every byte of the body counted
-as a quarter of an input token (capped at the model's context window) at the input price,
-plus `max_tokens` (or a default) at the output price. An unknown or unreadable model is
-reserved at a configured default.
+The edge sends authz the whole body of every `/v1/` call (up to the edge's limit), and authz
+reads it with `core.admission`, the same reading the translator builds its Bedrock call
+from: the reservation covers the output ceiling the translator will send and every byte of
+the prompt, whatever order, duplicates, escapes or transfer encoding the body came in. A
+body that reading refuses (not JSON, an invalid max_tokens, an unknown model) is refused
+here with the error the translator would give, before any money is reserved.
 """
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal
+from core.admission import (
+    API_KIND,
+    Admission,
+    BodyRefused,
+    bound_cost,
+    call_bound,
+    paid_api,
+    parse_json_object,
+    unknown_model,
+    wrong_kind,
+)
+from core.catalogue import Catalogue, highest_prices
 
-from core.catalogue import Catalogue
-from core.pricing import MILLION
-
-__all__ = ["EstimateSettings", "estimate_cost", "model_and_max_tokens"]
-
-# Top-level-looking keys only: inside a JSON string, quotes are escaped, so a prompt that
-# mentions "model" cannot match.
-_MODEL = re.compile(rb'[{,]\s*"model"\s*:\s*"([^"\\]{1,256})"')
-_MAX_TOKENS = re.compile(rb'[{,]\s*"(?:max_completion_tokens|max_tokens)"\s*:\s*(\d{1,9})')
-
-
-class EstimateSettings:
-    """Defaults for requests whose body does not say."""
-
-    def __init__(self, default_max_tokens: int = 4096, unknown_model_cost: Decimal = Decimal("0.10")) -> None:
-        self.default_max_tokens = default_max_tokens
-        self.unknown_model_cost = unknown_model_cost
+__all__ = ["admission_for"]
 
 
-def model_and_max_tokens(body_head: bytes) -> tuple[str | None, int | None]:
-    model = _MODEL.search(body_head)
-    max_tokens = _MAX_TOKENS.search(body_head)
-    return (
-        model.group(1).decode("utf-8", "replace") if model else None,
-        int(max_tokens.group(1)) if max_tokens else None,
-    )
+def admission_for(path: str, raw: bytes, catalogue: Catalogue) -> Admission:
+    """The cost to reserve for the call (raises BodyRefused for a body that cannot be served).
 
-
-def estimate_cost(
-    path: str, body_head: bytes, body_size: int, catalogue: Catalogue, settings: EstimateSettings
-) -> Decimal:
-    """An upper estimate of the request's cost in USD."""
-    model, max_tokens = model_and_max_tokens(body_head)
-    resolved = catalogue.resolve(model) if model else None
-    if resolved is None:
-        return settings.unknown_model_cost
-    prices = resolved.prices
-    input_tokens = min(max(body_size, len(body_head)) // 4, resolved.entry.context_window)
-    output_tokens = 0 if path.startswith("/v1/embeddings") else (max_tokens or settings.default_max_tokens)
-    return (input_tokens * prices.input + output_tokens * prices.output) / MILLION
+    Prices are the highest of the model's routes (a geographic profile's premium included),
+    since the translator's region decides which route serves it.
+    """
+    api = paid_api(path)
+    if api is None:
+        raise BodyRefused(f"Unknown route POST {path}.", status=404, code="unknown_url")
+    model_message = "model: Field required" if api == "anthropic.messages" else "model is required"
+    body, model = parse_json_object(raw, model_message)
+    bound = call_bound(api, body, model, len(raw))
+    resolved = catalogue.resolve(model)
+    if resolved is None or not resolved.entry.enabled:
+        raise unknown_model(model)
+    refusal = wrong_kind(model, resolved.entry, API_KIND[api])
+    if refusal is not None:
+        raise refusal
+    cost = bound_cost(bound, resolved.entry, highest_prices(resolved.entry))
+    return Admission(cost, bound.output_tokens_for(resolved.entry))

@@ -28,13 +28,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from authz.budget import Ledger
 from authz.budget_store import BudgetStore
 from authz.decision import Allow, Decision, KeyRecord, decide
-from authz.estimate import EstimateSettings, estimate_cost
+from authz.estimate import admission_for
 from authz.key_cache import KeyCache
 from authz.rate_limit import RateLimiter
+from core.admission import MAX_BODY_BYTES, Admission, BodyRefused
 from core.api_keys import hash_key
 from core.errors import error_body
 from core.heap import freeze_startup_heap
-from core.internal_headers import KEY_ID, KEY_ROLE
+from core.internal_auth import InternalToken, log_refusal
+from core.internal_headers import ADMITTED, INTERNAL_TOKEN, KEY_ID, KEY_ROLE
 from core.quota import billing_month, headroom, spends_money
 from core.settings import Settings
 
@@ -69,10 +71,12 @@ class _MonthClock:
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """Envoy's ext_authz API, deciding from the in-memory key cache."""
 
-    def __init__(self, keys: KeyCache, settings: Settings, store: BudgetStore) -> None:
+    def __init__(
+        self, keys: KeyCache, settings: Settings, store: BudgetStore, *, internal_token: InternalToken
+    ) -> None:
+        self._internal_token = internal_token
         self._keys = keys
         self._store = store
-        self._estimates = EstimateSettings()
         admin_key = settings.admin_api_key.get_secret_value() if settings.admin_api_key else None
         self._bootstrap_hash = hash_key(admin_key) if admin_key else None
         self._month = _MonthClock(settings.billing_timezone)
@@ -82,6 +86,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
+        # Only Envoy may ask: to anyone else, Check would tell valid keys apart and spend them.
+        refusal = self._internal_token.refusal(_internal_token_of(context))
+        if refusal is not None:
+            return self._not_from_the_edge(http, refusal)
         if not self._keys.ready or not self._store.ready:
             return self._unavailable("BRProxy is starting; try again in a moment.")
         headers = http.headers
@@ -98,14 +106,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         if not isinstance(decision, Allow):
             return self._denied(decision.status, decision.body)
         if decision.record is not None and spends_money(http.method, http.path):
-            refusal = self._admit_paid(http, decision.record)
-            if refusal is not None:
-                return refusal
+            admitted = self._admit_paid(http, decision.record)
+            if isinstance(admitted, external_auth_pb2.CheckResponse):
+                return admitted
+            return self._admitted_response(decision, admitted)
         return self._allowed_response(decision)
 
-    def _admit_paid(self, http: Any, record: KeyRecord) -> external_auth_pb2.CheckResponse | None:
-        """Rate limit, then reserve the request's estimated cost; a refusal, or None to admit."""
+    def _admit_paid(self, http: Any, record: KeyRecord) -> Admission | external_auth_pb2.CheckResponse:
+        """Rate limit, then reserve the call's worst-case cost: the admission, or a refusal."""
         path = http.path.split("?", 1)[0]
+        # Envoy's x-request-id (set before any filter runs) is also the usage event's id.
+        request_id = http.headers.get("x-request-id") or http.id
         try:
             if record.rate_limit_rpm > 0:
                 retry_after = self._store.take_permit(record.id, record.rate_limit_rpm, time.time())
@@ -115,11 +126,19 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                         code="rate_limit_exceeded",
                     )  # fmt: skip
                     return self._denied(429, orjson.dumps(body), retry_after)
-            body_head = http.raw_body or http.body.encode()
-            size = int(http.headers.get("content-length") or len(body_head))
-            cost = estimate_cost(path, body_head, size, self._store.models.catalogue, self._estimates)
-            # Envoy's x-request-id (set before any filter runs) is also the usage event's id.
-            request_id = http.headers.get("x-request-id") or http.id
+            # The whole body, as the translator will read it (the edge buffers it for us).
+            try:
+                admission = admission_for(path, http.raw_body, self._store.models.catalogue)
+            except BodyRefused as refusal:
+                log.info(
+                    "refused %s for key %d: %d %s (request %s)",
+                    path, record.id, refusal.status, refusal.message[:300], request_id,
+                )  # fmt: skip
+                body = error_body(
+                    path, refusal.status, refusal.message, code=refusal.code, param=refusal.param
+                )
+                return self._denied(refusal.status, orjson.dumps(body))
+            cost = admission.cost
             if not self._store.reserve(record.id, request_id, cost, self._month.current()):
                 left = headroom(
                     record.month_quota,
@@ -138,7 +157,20 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             # Fail closed: without Postgres nobody can check the money.
             log.warning("budget check failed (%s); refusing", type(error).__name__)
             return self._unavailable("Billing is unavailable for a moment; try again.")
-        return None
+        return admission
+
+    def _admitted_response(self, allow: Allow, admission: Admission) -> external_auth_pb2.CheckResponse:
+        """An admitted model call: the caller, and what its reservation covers (per request)."""
+        cached = self._allowed_response(allow)
+        response = external_auth_pb2.CheckResponse()
+        response.CopyFrom(cached)
+        response.ok_response.headers.append(
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=ADMITTED, value=admission.header_value()),
+                append_action=_OVERWRITE,
+            )
+        )
+        return response
 
     def _allowed_response(self, allow: Allow) -> external_auth_pb2.CheckResponse:
         # Responses are immutable per (key, role), so build each once.
@@ -165,6 +197,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                 self._allowed.clear()
             self._allowed[cache_key] = response
         return response
+
+    @classmethod
+    def _not_from_the_edge(cls, http: Any, refusal: str) -> external_auth_pb2.CheckResponse:
+        """401, also to a client whose edge has another token than authz (a misconfiguration)."""
+        path = http.path.split("?", 1)[0]
+        log_refusal(log, refusal, "Check", path, http.headers.get("x-request-id") or http.id)
+        body = error_body(path, 401, "This gateway's edge is not trusted by its authorization service.")
+        return cls._denied(401, orjson.dumps(body))
 
     @classmethod
     def _unavailable(cls, message: str) -> external_auth_pb2.CheckResponse:
@@ -194,18 +234,33 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         )
 
 
+def _internal_token_of(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key == INTERNAL_TOKEN:
+            return str(value)
+    return None
+
+
 def serve(settings: Settings) -> None:
     """Run authz until SIGTERM/SIGINT."""
+    internal_token = InternalToken.from_settings(settings)  # stops here without one
     keys = KeyCache(settings.require_database_url(), settings.key_resync_interval_s)
     keys.start()
-    store = BudgetStore(settings.require_database_url(), Ledger(), RateLimiter())
+    store = BudgetStore(
+        settings.require_database_url(), Ledger(), RateLimiter(), journal_dir=settings.data_dir / "authz"
+    )
     store.start()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="check"),
-        options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", 1000),
+            # A check carries a model call's whole body (up to the edge's limit).
+            ("grpc.max_receive_message_length", MAX_BODY_BYTES + 1024 * 1024),
+        ],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(keys, settings, store), server
+        AuthorizationService(keys, settings, store, internal_token=internal_token), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -13,7 +13,7 @@ or ``tokens=N``). One output "token" is one word with the whitespace before it (
 the stream's ``contentBlockDelta`` texts, concatenated, equal the non-stream text exactly.
 
 * ``stopReason`` is ``end_turn``; ``max_tokens`` when ``inferenceConfig.maxTokens`` is below the
-  planned count (output cut to ``maxTokens`` tokens); ``stop_sequence`` when one of
+  planned count (output, reasoning included, cut to ``maxTokens`` tokens); ``stop_sequence`` when one of
   ``inferenceConfig.stopSequences`` occurs in the text generated so far (text cut before it).
 * ``usage.inputTokens`` is deterministic, not a real tokenizer: ``ceil(len(text) / 4)`` per text
   block of ``system`` and of every message, plus 3 per message (plus 3 for a non-empty system);
@@ -753,13 +753,18 @@ def converse(request: Any, *, default_output_tokens: int, cache: PromptCache | N
     if thinking:
         _validate_thinking_turns(request, messages)
 
+    # maxTokens bounds every output token, thinking included, as Bedrock's models count it.
+    max_tokens = config.get("maxTokens")
+    room = max_tokens if max_tokens is not None else MAX_PLANNED_TOKENS * 4
     blocks: list[OutputBlock] = []
     if thinking:
         if directives.redacted:
             blocks.append(OutputBlock("redacted", data=redacted_data(last_user_text)))
-        count = directives.reasoning_tokens or _DEFAULT_REASONING_TOKENS
+            room -= 1
+        count = min(directives.reasoning_tokens or _DEFAULT_REASONING_TOKENS, max(room, 1))
         reasoning = tuple(_plan_chunks(last_user_text, count, "Thinking about:"))
         blocks.append(OutputBlock("reasoning", reasoning, signature=signature_for("".join(reasoning))))
+        room -= len(reasoning)
     tool_calls = _tool_calls(request, directives, f"{len(messages)}:{last_user_text}")
 
     stop_reason = "end_turn"
@@ -768,9 +773,8 @@ def converse(request: Any, *, default_output_tokens: int, cache: PromptCache | N
     if not tool_calls or directives.tokens is not None:
         planned = directives.tokens if directives.tokens is not None else default_output_tokens
         chunks = _plan_chunks(last_user_text, planned)
-        max_tokens = config.get("maxTokens")
-        if max_tokens is not None and max_tokens < len(chunks):
-            del chunks[max_tokens:]
+        if room < len(chunks):
+            del chunks[max(room, 0) :]
             stop_reason = "max_tokens"
             tool_calls = []
         # Stop sequences are looked for only in what was generated within maxTokens, as a model would.

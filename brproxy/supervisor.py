@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -39,10 +40,11 @@ import orjson
 from brproxy.child_process import die_with_parent
 from brproxy.embedded_postgres import EmbeddedPostgres
 from brproxy.process_limits import raise_open_file_limit
+from core.internal_auth import generate_token, token_problem
 from core.migrate import apply_migrations
 from core.settings import Settings, database_url_from_env
 
-__all__ = ["Child", "StackOptions", "Supervisor", "run"]
+__all__ = ["Child", "StackOptions", "Supervisor", "public_port_problem", "run"]
 
 log = logging.getLogger("brproxy")
 
@@ -54,6 +56,33 @@ STOP_TIMEOUT_S = 15.0
 # Credentials the simulator accepts; real AWS credentials are never sent to it.
 SIMULATOR_ACCESS_KEY = "BRPROXYSIMULATOR"
 SIMULATOR_SECRET_KEY = "brproxy-simulator-secret"  # noqa: S105 - a fixed local test credential
+
+
+def public_port_problem(host: str, port: int) -> str | None:
+    """Why Envoy cannot listen on (host, port), or None.
+
+    A trial bind, with SO_REUSEADDR as Envoy's own listener has it: connections of a
+    previous run still in TIME_WAIT do not count, a socket listening there (any program, or
+    another `brproxy up`: its Envoy does not share ports) does.
+    """
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as error:
+        return f"cannot listen on {host}: {error}"
+    with socket.socket(family, kind, protocol) as trial:
+        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            trial.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another `brproxy up`, or another "
+                    "program); stop it or choose another --port"
+                )
+            return f"cannot listen on port {port} on {host}: {error.strerror}"
+    return None
 
 
 def _ephemeral_floor() -> int:
@@ -130,6 +159,7 @@ class Supervisor:
         self.failure: str | None = None
         self._stop = asyncio.Event()
         self._lock_file: IO[str] | None = None
+        self._internal_token: str | None = None
 
     # --- environment ---------------------------------------------------------------------
 
@@ -145,9 +175,11 @@ class Supervisor:
             "BRPROXY_WORKERS": str(o.workers),
             "BRPROXY_BEDROCK_SIMULATOR": "1" if o.bedrock_simulator else "0",
         }
-        for name in ("authz", "translator", "meter", "admin", "envoy_admin", "simulator"):
+        for name in ("authz", "translator", "meter", "admin", "simulator"):
             variable = f"BRPROXY_{name.upper()}_PORT"
             settings[variable] = os.environ.get(variable) or str(free_port())
+        if self._internal_token is not None:  # in the environment only: never on a command line
+            settings["BRPROXY_INTERNAL_TOKEN"] = self._internal_token
         if o.tls_cert is not None:
             settings["BRPROXY_TLS_CERT"] = str(o.tls_cert)
         if o.tls_key is not None:
@@ -261,6 +293,17 @@ class Supervisor:
 
     # --- start-up ------------------------------------------------------------------------
 
+    def _check_public_port(self) -> None:
+        """Refuse a public address Envoy could not listen on, above all one already in use.
+
+        Envoy itself would only log the failure and exit (and be restarted); worse, another
+        stack answering on that port would pass `_wait_healthy` for this one.
+        """
+        host, port = self.options.host, self.options.port
+        problem = public_port_problem(host, port)
+        if problem is not None:
+            raise StackFailed(problem)
+
     def _lock_data_dir(self) -> None:
         self.options.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.options.data_dir / ".lock", "w")  # noqa: SIM115 - held for our lifetime
@@ -370,13 +413,36 @@ class Supervisor:
             self.out.write(f"Created a bootstrap admin key (ADMIN_API_KEY was not set); it is in {path}\n")
         os.environ["ADMIN_API_KEY"] = path.read_text().strip()
 
+    def _ensure_internal_token(self) -> None:
+        """Without BRPROXY_INTERNAL_TOKEN, use (or create) a random one kept in the data dir (0600).
+
+        Envoy adds it to everything it sends the services, which refuse any request without
+        it (core/internal_auth.py): other local users can reach their ports, not this file.
+        """
+        given = os.environ.get("BRPROXY_INTERNAL_TOKEN")
+        if given:  # already checked with the rest of the configuration
+            self._internal_token = given
+            return
+        path = self.options.data_dir / "internal-token"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(generate_token())
+        token = path.read_text().strip()
+        problem = token_problem(token)
+        if problem is not None:
+            raise StackFailed(f"{path}: the internal token {problem} (delete the file for a new one)")
+        self._internal_token = token
+
     async def start(self) -> Settings:
         started = time.monotonic()
+        self._check_public_port()  # before anything is created or started
         self._lock_data_dir()
         before, after = raise_open_file_limit()  # every service started below inherits it
         if after != before:
             log.info("open-file limit raised from %d to %d", before, after)
         self._ensure_admin_key()
+        self._ensure_internal_token()
         if self.options.bedrock_simulator:
             self._announce_simulator()
         database_url = await self._start_database()
@@ -413,8 +479,11 @@ class Supervisor:
         await self.start_child(Child("authz", [python, "-m", "authz"], env))
         await self.start_child(Child("admin-api", [python, "-m", "admin_api"], env))
         await self.start_child(Child("translator", [python, "-m", "translator"], self._translator_env(env)))
+        self._check_public_port()  # again: the services took seconds to start
         summary = await self._prepare_edge(env)
-        if summary.get("tls_cert_created"):
+        if summary.get("tls_cert_notice"):  # the generated certificate was replaced
+            self.out.write(f"{summary['tls_cert_notice']}\n")
+        elif summary.get("tls_cert_created"):
             self.out.write(f"Generated a self-signed TLS certificate: {summary['tls_cert']}\n")
         envoy = [
             str(summary["envoy"]), "-c", str(summary["config"]), "--log-level", "warning",

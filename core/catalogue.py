@@ -32,6 +32,7 @@ __all__ = [
     "ResolvedModel",
     "base_model_id",
     "geo_for_region",
+    "highest_prices",
 ]
 
 PROFILE_PREFIXES = ("global", "us", "eu", "apac", "jp", "au", "us-gov")
@@ -81,6 +82,9 @@ class ModelEntry:
     capabilities: frozenset[str] = field(default_factory=frozenset)
     """Subset of {"tools", "vision", "reasoning", "caching", "embeddings"}."""
     context_window: int = 200_000
+    max_output_tokens: int = 0
+    """Bedrock's limit on a call's output where it is below the default output ceiling (Llama:
+    2,048); 0 when the default ceiling is within the model's limit."""
     kind: str = "chat"
     """"chat" or "embedding"."""
     enabled: bool = True
@@ -98,6 +102,11 @@ class ResolvedModel:
     """The id to send to Bedrock (a profile id where one is required or was asked for)."""
     prices: Prices
     """Prices for this exact id (geo premium applied)."""
+
+
+def highest_prices(entry: ModelEntry) -> Prices:
+    """The most any route to the model costs: a geographic profile's premium included."""
+    return entry.prices.scaled(_GEO_PREMIUM) if entry.geo_premium else entry.prices
 
 
 def base_model_id(model_id: str) -> str:
@@ -165,6 +174,7 @@ class ModelOverride:
             geo_premium=_pick(self.geo_premium, base.geo_premium),
             capabilities=_pick(self.capabilities, base.capabilities),
             context_window=_pick(self.context_window, base.context_window),
+            max_output_tokens=base.max_output_tokens,
             kind=_pick(self.kind, base.kind),
             enabled=_pick(self.enabled, base.enabled),
             betas=_pick(self.betas, base.betas),
@@ -337,6 +347,10 @@ _NONE: frozenset[str] = frozenset()
 _VISION = frozenset({"tools", "vision"})
 
 
+_LLAMA_MAX_GEN_LEN = 2048
+"""Bedrock's `max_gen_len` limit for every Llama model."""
+
+
 def _llama_us(
     name: str, base_id: str, price: str, *, capabilities: frozenset[str] = frozenset({"tools"})
 ) -> ModelEntry:
@@ -350,6 +364,7 @@ def _llama_us(
         profile_only=True,
         capabilities=capabilities,
         context_window=128_000,
+        max_output_tokens=_LLAMA_MAX_GEN_LEN,
     )
 
 
@@ -548,6 +563,7 @@ CATALOGUE = Catalogue(
             "meta",
             _p("0.30", "0.60"),
             context_window=8_000,
+            max_output_tokens=_LLAMA_MAX_GEN_LEN,
         ),
         ModelEntry(
             "llama3-70b",
@@ -555,6 +571,7 @@ CATALOGUE = Catalogue(
             "meta",
             _p("2.65", "3.50"),
             context_window=8_000,
+            max_output_tokens=_LLAMA_MAX_GEN_LEN,
         ),
         _llama_us("llama3-1-8b", "meta.llama3-1-8b-instruct-v1:0", "0.22"),
         _llama_us("llama3-1-70b", "meta.llama3-1-70b-instruct-v1:0", "0.72"),

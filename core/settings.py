@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.internal_auth import token_problem
 
 __all__ = ["Settings", "database_url_from_env", "settings_problems"]
 
@@ -75,6 +77,20 @@ class Settings(BaseSettings):
     )
     """Bootstrap admin key: valid only on `/admin/*`, to create the first real admin key."""
 
+    internal_token: SecretStr | None = None
+    """The deployment's internal secret (core/internal_auth.py): Envoy adds it to everything it
+    sends the services, and they refuse any request without it. `brproxy up` makes one per
+    data dir when it is unset; in Kubernetes or Compose it comes from the Secret."""
+
+    @field_validator("internal_token")
+    @classmethod
+    def _internal_token_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = token_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
     bind_host: str = "127.0.0.1"
     """Address the internal services (authz, translator, meter, admin API) listen on."""
 
@@ -94,12 +110,26 @@ class Settings(BaseSettings):
     """Where Envoy reaches the admin API."""
     admin_port: int = 18870
 
-    envoy_admin_port: int = 18871
-    """Envoy's own admin interface (stats, readiness), always on 127.0.0.1."""
-
-    max_connections: int = Field(default=10_000, ge=1)
+    max_connections: int = Field(default=10_000, ge=1, le=2**31 - 1)
     """Client connections the edge holds open at once; it closes new ones beyond this. Keep it
     under the open-files limit (`ulimit -n`) the edge runs with."""
+
+    max_connections_per_source: int = Field(default=1_000, ge=1, le=2**31 - 1)
+    """Client connections the edge holds open at once from one source address (strictly: from
+    the addresses whose last byte is equal modulo 64, edge/source_limits.py), so that one
+    client cannot fill `max_connections` alone. At `max_connections` or above it is off (behind
+    another proxy every connection comes from that proxy's address)."""
+
+    tls_handshake_timeout_s: float = Field(default=10.0, ge=0.1, le=86_400)
+    """Seconds a new connection has to complete its TLS handshake before the edge closes it."""
+
+    request_headers_timeout_s: float = Field(default=10.0, ge=0.1, le=86_400)
+    """Seconds a client has, from a request's first byte, to send all its headers."""
+
+    idle_timeout_s: float = Field(default=120.0, ge=0.1, le=86_400)
+    """Seconds a client connection may stay open with no request in flight (keep-alive).
+    Longer than common clients keep an idle connection pooled (Go's 90 s, httpx's 5 s), so
+    they seldom send a request on a connection the edge is just closing."""
 
     bedrock_simulator: bool = False
     """True when the translator talks to the local Bedrock simulator instead of AWS."""
@@ -141,6 +171,12 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def envoy_admin_socket(self) -> Path:
+        """Envoy's own admin interface (stats, readiness): a Unix socket only its owner may
+        connect to, never a TCP port (it shows the configuration, internal token included)."""
+        return self.data_dir / "envoy" / "admin.sock"
 
     @property
     def public_url(self) -> str:

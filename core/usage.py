@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
 from typing import Any
+
+from core.catalogue import Prices
 
 __all__ = ["UsageEvent", "new_event_id"]
 
@@ -55,6 +58,10 @@ class UsageEvent:
     api: str = "openai.chat"
     user: str | None = None
     """The OpenAI `user` field, if the client sent one."""
+    prices: list[str] | None = None
+    """USD per million tokens (input, output, cache read, cache write) the call was admitted
+    and served at, as exact decimal strings: the meter bills at these, never at prices edited
+    after the call was admitted (None from translators older than this field)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -105,4 +112,29 @@ class UsageEvent:
                 raise ValueError(f"{name} must be a non-negative integer")
         if not isinstance(event.key_id, int) or isinstance(event.key_id, bool) or event.key_id <= 0:
             raise ValueError("key_id must be a positive integer")
+        if event.prices is not None:
+            _check_prices(event.prices)
         return event
+
+    def with_prices(self, prices: Prices) -> UsageEvent:
+        """This event, billed at `prices` (see `prices`)."""
+        self.prices = [str(prices.input), str(prices.output), str(prices.cache_read), str(prices.cache_write)]
+        return self
+
+    def admitted_prices(self) -> Prices | None:
+        """The prices the call was admitted and served at, if the event carries them."""
+        if self.prices is None:
+            return None
+        return Prices(*(Decimal(price) for price in self.prices))
+
+
+def _check_prices(prices: Any) -> None:
+    if not isinstance(prices, list) or len(prices) != 4 or not all(isinstance(p, str) for p in prices):
+        raise ValueError("prices must be four decimal strings")
+    for price in prices:
+        try:
+            value = Decimal(price)
+        except ArithmeticError:
+            raise ValueError("prices must be four decimal strings") from None
+        if not value.is_finite() or value < 0:
+            raise ValueError("prices must be finite and not negative")

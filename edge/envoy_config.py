@@ -3,33 +3,32 @@
 Nothing here is hand-edited YAML: `build_bootstrap` assembles Envoy's own protobuf types,
 so a misspelt field fails in Python, and `render` serialises them to the JSON Envoy reads.
 
+A new connection first goes to the filter chain of its source address's bucket, whose
+connection limit keeps one client from taking every connection (edge/source_limits.py);
+Envoy's own replies get the client's error shape (edge/local_replies.py).
+
 Request path through the listener's HTTP filters, in order:
-1. header_mutation — drops any `x-brproxy-*` identity header a client sent;
+1. header_mutation — drops every `x-brproxy-*` header a client sent (identity, internal token);
 2. cors — answers browser preflights (BRClient's web build) before authentication;
-3. ext_authz — asks the authz service (gRPC) about every request except `/health`; only the
-   credential headers are sent to it, and for `/v1/*` the first 16 KiB of the body (to
-   estimate the call's cost), never a whole prompt;
+3. ext_authz — asks the authz service (gRPC) about every request except `/health`; the
+   credential headers are sent to it, and for `/v1/*` the whole body (to reserve the call's
+   worst-case cost from the same reading the translator acts on);
 4. router — `/v1/*` to the translator (no timeout: streams), `/admin/*`, `/user/*` and
    `/health` to the admin API; anything else gets a JSON 404 from Envoy itself.
+
+Everything Envoy sends a service (and its calls to authz, as gRPC metadata) carries the
+deployment's internal token, without which every service refuses it (core/internal_auth.py).
+The admin interface is a Unix socket only Envoy's owner may connect to.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
-from envoy_data_plane.envoy.config.accesslog.v3 import (
-    AccessLogFilter,
-    AndFilter,
-    ComparisonFilter,
-    ComparisonFilterOp,
-    HeaderFilter,
-    StatusCodeFilter,
-)
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
 from envoy_data_plane.envoy.config.cluster.v3 import (
     CircuitBreakers,
@@ -38,18 +37,21 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterDiscoveryType,
 )
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as HeaderMutationRule
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutationRemoveOnMatch
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     ApiVersion,
     DataSource,
     GrpcService,
     GrpcServiceEnvoyGrpc,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     Http1ProtocolOptions,
     Http2ProtocolOptions,
     HttpProtocolOptions,
-    RuntimeUInt32,
+    Pipe,
     SocketAddress,
-    SubstitutionFormatString,
     TransportSocket,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
@@ -62,11 +64,11 @@ from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Liste
 from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
-    HeaderMatcher,
     RetryPolicy,
     RetryPolicyRetryBackOff,
     Route,
     RouteAction,
+    RouteActionMaxStreamDuration,
     RouteConfiguration,
     RouteMatch,
     VirtualHost,
@@ -84,8 +86,6 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManager,
     HttpConnectionManagerCodecType,
     HttpFilter,
-    LocalReplyConfig,
-    ResponseMapper,
 )
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
     DownstreamConnectionsConfig,
@@ -104,18 +104,19 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, RegexMatcher, StringMatcher
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Any as AnyProto
-from envoy_data_plane.google.protobuf import Struct
 
-from core.internal_headers import KEY_ID, KEY_ROLE
+from core.admission import MAX_BODY_BYTES, MAX_CALL_SECONDS
+from core.internal_auth import InternalToken
+from core.internal_headers import INTERNAL_PREFIX, INTERNAL_TOKEN
 from core.settings import Settings
+from edge.local_replies import MAX_REQUEST_HEADERS_COUNT, MAX_REQUEST_HEADERS_KB, local_replies
+from edge.source_limits import chains_as_dicts, per_source_chains
 
-__all__ = ["AUTHZ_BODY_BYTES", "EdgeConfig", "build_bootstrap", "render"]
+__all__ = ["MAX_BODY_BYTES", "EdgeConfig", "build_bootstrap", "render"]
 
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
 _CORS = "envoy.filters.http.cors"
 _UPSTREAM_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-AUTHZ_BODY_BYTES = 16384
-"""How much of a model call's body authz sees (to read `model` and `max_tokens`)."""
 _BIG = 100_000  # circuit-breaker ceilings: concurrency is bounded by the services, not Envoy
 _CORS_HEADERS = (
     "authorization, content-type, session-id, x-api-key, anthropic-version, anthropic-beta, "
@@ -131,7 +132,8 @@ class EdgeConfig:
 
     listen_host: str
     listen_port: int
-    admin_port: int
+    admin_socket: Path
+    """Envoy's admin interface: a Unix socket only its owner may connect to (mode 0600)."""
     tls_cert: Path | None
     tls_key: Path | None
     authz: tuple[str, int]
@@ -139,19 +141,36 @@ class EdgeConfig:
     admin_api: tuple[str, int]
     max_connections: int = 10_000
     """Client connections open at once, over all listeners; Envoy closes any beyond it."""
+    max_connections_per_source: int = 1_000
+    """Client connections open at once from one source address (edge/source_limits.py);
+    Envoy closes any beyond it. At `max_connections` or above, there is no such limit."""
+    tls_handshake_timeout: dt.timedelta = dt.timedelta(seconds=10)
+    """How long a new connection has to complete its TLS handshake."""
+    request_headers_timeout: dt.timedelta = dt.timedelta(seconds=10)
+    """How long a request's headers may take to arrive, from their first byte."""
+    idle_timeout: dt.timedelta = dt.timedelta(seconds=120)
+    """How long a client connection may stay open with no request in flight."""
+    internal_token: str = field(repr=False, kw_only=True)
+    """The deployment's internal token (core/internal_auth.py), added to everything Envoy
+    sends the services; it is in the rendered configuration, so that file is kept 0600."""
 
     @classmethod
     def from_settings(cls, settings: Settings, cert: Path | None, key: Path | None) -> EdgeConfig:
         return cls(
             listen_host=settings.host,
             listen_port=settings.port,
-            admin_port=settings.envoy_admin_port,
+            admin_socket=settings.envoy_admin_socket,
             tls_cert=None if settings.plain_http else cert,
             tls_key=None if settings.plain_http else key,
             authz=(settings.authz_host, settings.authz_port),
             translator=(settings.translator_host, settings.translator_port),
             admin_api=(settings.admin_host, settings.admin_port),
             max_connections=settings.max_connections,
+            max_connections_per_source=settings.max_connections_per_source,
+            tls_handshake_timeout=dt.timedelta(seconds=settings.tls_handshake_timeout_s),
+            request_headers_timeout=dt.timedelta(seconds=settings.request_headers_timeout_s),
+            idle_timeout=dt.timedelta(seconds=settings.idle_timeout_s),
+            internal_token=InternalToken.from_settings(settings).value,
         )
 
 
@@ -207,68 +226,28 @@ def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> Cluster:
     )
 
 
-def _struct(value: dict[str, Any]) -> Struct:
-    struct: Struct = Struct.from_dict(value)
-    return struct
-
-
-def _error_mapper(path_prefix: str | None, body: dict[str, Any]) -> ResponseMapper:
-    """Envoy's own 5xx replies (upstream down, authz unreachable) in the client's error shape."""
-    status_5xx = AccessLogFilter(
-        status_code_filter=StatusCodeFilter(
-            comparison=ComparisonFilter(
-                op=ComparisonFilterOp.GE, value=RuntimeUInt32(default_value=500, runtime_key="brproxy.5xx")
-            )
-        )
-    )
-    if path_prefix is None:
-        match = status_5xx
-    else:
-        on_path = AccessLogFilter(
-            header_filter=HeaderFilter(
-                header=HeaderMatcher(name=":path", string_match=StringMatcher(prefix=path_prefix))
-            )
-        )
-        match = AccessLogFilter(and_filter=AndFilter(filters=[status_5xx, on_path]))
-    return ResponseMapper(
-        filter=match,
-        body_format_override=SubstitutionFormatString(
-            json_format=_struct(body), content_type="application/json"
-        ),
-    )
-
-
-def _local_replies() -> LocalReplyConfig:
-    message = "%LOCAL_REPLY_BODY%"
-    return LocalReplyConfig(
-        mappers=[
-            _error_mapper(
-                "/v1/messages", {"type": "error", "error": {"type": "api_error", "message": message}}
-            ),
-            _error_mapper("/admin", {"success": False, "data": message}),
-            _error_mapper("/user", {"success": False, "data": message}),
-            _error_mapper(
-                None, {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
-            ),
-        ]
-    )
-
-
 def _json_404() -> DirectResponseAction:
-    body = {
-        "error": {
-            "message": "Unknown route.",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "unknown_url",
-        }
-    }
-    return DirectResponseAction(status=404, body=DataSource(inline_string=orjson.dumps(body).decode()))
+    """Envoy's answer to an unknown route; the local-reply mappers (edge/local_replies.py) give
+    it the client's error shape: a path under none of the routes may still start with
+    `/admin` or `/v1`."""
+    return DirectResponseAction(status=404, body=DataSource(inline_string="Unknown route."))
+
+
+# authz reserves a model call's worst-case cost from the whole body, read exactly as the
+# translator will read it (core/admission.py): a head of the body, or a regex over it, can be
+# made to disagree with the translator's parse (duplicate keys, fields after a long prompt,
+# chunked uploads of unknown length). The body is buffered whole, up to MAX_BODY_BYTES (413
+# beyond), and the same bytes then go to the translator. Set on the filter, not per route:
+# Envoy takes `pack_as_bytes` only from the filter's settings (a per-route override sends
+# the body as a UTF-8 string field).
+_WHOLE_BODY = BufferSettings(
+    max_request_bytes=MAX_BODY_BYTES, allow_partial_message=False, pack_as_bytes=True
+)
 
 
 def _routes() -> list[Route]:
     no_authz = {_EXT_AUTHZ: AnyProto.pack(ExtAuthzPerRoute(disabled=True))}
-    # No overall deadline for model calls: a long generation streams for minutes. Idle
+    # No response deadline for model calls: a long generation streams for minutes. Idle
     # streams are bounded by the connection manager's stream_idle_timeout instead.
     # A service restarting (crash, deploy) refuses connections for a moment: retry those,
     # and only those, since such a request never reached the service (a model call is never
@@ -280,18 +259,20 @@ def _routes() -> list[Route]:
             base_interval=dt.timedelta(milliseconds=100), max_interval=dt.timedelta(seconds=1)
         ),
     )
-    streaming = RouteAction(cluster="translator", timeout=dt.timedelta(seconds=0), retry_policy=retry)
-    # authz reads the model and max_tokens from the head of a model call's body to reserve
-    # its cost; the head only: a long prompt never crosses that hop in full.
-    body_head = {
+    # A call ends at MAX_CALL_SECONDS at the latest (Bedrock's own limit for one inference):
+    # authz's reservations outlive every call by that bound.
+    streaming = RouteAction(
+        cluster="translator",
+        timeout=dt.timedelta(seconds=0),
+        retry_policy=retry,
+        max_stream_duration=RouteActionMaxStreamDuration(
+            max_stream_duration=dt.timedelta(seconds=MAX_CALL_SECONDS)
+        ),
+    )
+    # Only model calls send their body to authz (see `_WHOLE_BODY`); the admin API's do not.
+    no_body = {
         _EXT_AUTHZ: AnyProto.pack(
-            ExtAuthzPerRoute(
-                check_settings=CheckSettings(
-                    with_request_body=BufferSettings(
-                        max_request_bytes=AUTHZ_BODY_BYTES, allow_partial_message=True, pack_as_bytes=True
-                    )
-                )
-            )
+            ExtAuthzPerRoute(check_settings=CheckSettings(disable_request_body_buffering=True))
         )
     }
     return [
@@ -300,14 +281,16 @@ def _routes() -> list[Route]:
             route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=5)),
             typed_per_filter_config=no_authz,
         ),
-        Route(match=RouteMatch(prefix="/v1/"), route=streaming, typed_per_filter_config=body_head),
+        Route(match=RouteMatch(prefix="/v1/"), route=streaming),
         Route(
             match=RouteMatch(prefix="/admin/"),
             route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60), retry_policy=retry),
+            typed_per_filter_config=no_body,
         ),
         Route(
             match=RouteMatch(prefix="/user/"),
             route=RouteAction(cluster="admin_api", timeout=dt.timedelta(seconds=60), retry_policy=retry),
+            typed_per_filter_config=no_body,
         ),
         Route(match=RouteMatch(prefix="/"), direct_response=_json_404(), typed_per_filter_config=no_authz),
     ]
@@ -323,17 +306,36 @@ def _cors_policy() -> CorsPolicy:
     )
 
 
-def _http_filters(authz_timeout: dt.timedelta) -> list[HttpFilter]:
-    strip_identity = HeaderMutation(
+def _internal_token(token: str) -> HeaderValueOption:
+    """The header that tells the services a request came through the edge (core/internal_auth.py)."""
+    return HeaderValueOption(
+        header=HeaderValue(key=INTERNAL_TOKEN, value=token),
+        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def _http_filters(authz_timeout: dt.timedelta, internal_token: str) -> list[HttpFilter]:
+    # Every x-brproxy-* header is the edge's to set (the caller's identity, the internal
+    # token, what authz admitted): whatever a client sent under that prefix is dropped first.
+    strip_internal = HeaderMutation(
         mutations=Mutations(
-            request_mutations=[HeaderMutationRule(remove=KEY_ID), HeaderMutationRule(remove=KEY_ROLE)]
+            request_mutations=[
+                HeaderMutationRule(
+                    remove_on_match=HeaderMutationRemoveOnMatch(
+                        key_matcher=StringMatcher(prefix=INTERNAL_PREFIX, ignore_case=True)
+                    )
+                )
+            ]
         )
     )
     ext_authz = ExtAuthz(
         grpc_service=GrpcService(
-            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"), timeout=authz_timeout
+            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name="authz"),
+            timeout=authz_timeout,
+            initial_metadata=[HeaderValue(key=INTERNAL_TOKEN, value=internal_token)],
         ),
         transport_api_version=ApiVersion.V3,
+        with_request_body=_WHOLE_BODY,
         failure_mode_allow=False,
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
         # Only the credentials go to authz: prompts and images never cross that hop.
@@ -349,7 +351,7 @@ def _http_filters(authz_timeout: dt.timedelta) -> list[HttpFilter]:
         ),
     )
     return [
-        HttpFilter(name="envoy.filters.http.header_mutation", typed_config=AnyProto.pack(strip_identity)),
+        HttpFilter(name="envoy.filters.http.header_mutation", typed_config=AnyProto.pack(strip_internal)),
         HttpFilter(name=_CORS, typed_config=AnyProto.pack(Cors())),
         HttpFilter(name=_EXT_AUTHZ, typed_config=AnyProto.pack(ext_authz)),
         HttpFilter(name="envoy.filters.http.router", typed_config=AnyProto.pack(Router())),
@@ -366,9 +368,17 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         always_set_request_id_in_response=True,
         normalize_path=True,
         merge_slashes=True,
+        # A stream may be silent for long (a model thinking; BRPROXY_SSE_KEEPALIVE_S keeps it
+        # far shorter), so streams keep a generous idle timeout. What is cut early is what no
+        # healthy client does: headers trickling in (slowloris), a connection that never
+        # completes its TLS handshake, a keep-alive connection nobody uses.
         stream_idle_timeout=dt.timedelta(seconds=900),
         request_timeout=dt.timedelta(seconds=0),
-        common_http_protocol_options=HttpProtocolOptions(idle_timeout=dt.timedelta(seconds=300)),
+        request_headers_timeout=config.request_headers_timeout,
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        common_http_protocol_options=HttpProtocolOptions(
+            idle_timeout=config.idle_timeout, max_headers_count=MAX_REQUEST_HEADERS_COUNT
+        ),
         route_config=RouteConfiguration(
             name="brproxy",
             virtual_hosts=[
@@ -376,12 +386,16 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
                     name="brproxy",
                     domains=["*"],
                     routes=_routes(),
+                    request_headers_to_add=[_internal_token(config.internal_token)],
                     typed_per_filter_config={_CORS: AnyProto.pack(_cors_policy())},
                 )
             ],
         ),
-        http_filters=_http_filters(dt.timedelta(seconds=2)),
-        local_reply_config=_local_replies(),
+        http_filters=_http_filters(dt.timedelta(seconds=2), config.internal_token),
+        local_reply_config=local_replies(
+            max_body_bytes=MAX_BODY_BYTES,
+            request_headers_timeout_s=config.request_headers_timeout.total_seconds(),
+        ),
     )
     chain = FilterChain(
         filters=[
@@ -403,13 +417,23 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         chain.transport_socket = TransportSocket(
             name="envoy.transport_sockets.tls", typed_config=AnyProto.pack(tls)
         )
+        # A connection that never completes its handshake (no bytes at all, or a trickle) is
+        # closed then. Over plain HTTP such a connection has no request: the idle timeout ends it.
+        chain.transport_socket_connect_timeout = config.tls_handshake_timeout
     listener = Listener(
         name="brproxy",
         address=Address(
             socket_address=SocketAddress(address=config.listen_host, port_value=config.listen_port)
         ),
         filter_chains=[chain],
+        # Envoy's default on Linux is SO_REUSEPORT, with which a second edge (another
+        # `brproxy up`) binds the same port and the kernel splits the clients between the two.
+        enable_reuse_port=False,
     )
+    if config.max_connections_per_source < config.max_connections:
+        listener.filter_chains, listener.filter_chain_matcher = per_source_chains(
+            chain, config.max_connections_per_source
+        )
     # A ceiling on open client connections: without one, a flood of idle connections would
     # take every file descriptor, and the edge's upstream connections and log files with them.
     # Connections over it are accepted and closed at once (counted in
@@ -422,9 +446,9 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
     )
     return Bootstrap(
         overload_manager=OverloadManager(resource_monitors=[connection_limit]),
-        admin=Admin(
-            address=Address(socket_address=SocketAddress(address="127.0.0.1", port_value=config.admin_port))
-        ),
+        # A Unix socket no other local user may connect to: the admin interface dumps the
+        # configuration (internal token included) and can stop Envoy.
+        admin=Admin(address=Address(pipe=Pipe(path=str(config.admin_socket.absolute()), mode=0o600))),
         static_resources=BootstrapStaticResources(
             listeners=[listener],
             clusters=[
@@ -438,4 +462,10 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
 
 def render(config: EdgeConfig) -> str:
     """The bootstrap as JSON, the form Envoy's `-c` reads."""
-    return orjson.dumps(build_bootstrap(config).to_dict(), option=orjson.OPT_INDENT_2).decode()
+    bootstrap = build_bootstrap(config)
+    assert bootstrap.static_resources is not None
+    (listener,) = bootstrap.static_resources.listeners
+    chains, listener.filter_chains = listener.filter_chains, []
+    data = bootstrap.to_dict()
+    data["staticResources"]["listeners"][0]["filterChains"] = chains_as_dicts(chains)
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()

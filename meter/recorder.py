@@ -106,6 +106,11 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM key_totals) AS keys
 """
 
+_FREE_HELD = "DELETE FROM held_reservations WHERE request_id = ANY($1::text[])"
+_NOTE_RELEASED = """
+INSERT INTO released_requests (request_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING
+"""
+
 RECORDED_CHANNEL = "brproxy_usage_recorded"
 """authz frees a request's reservation when its id is announced here (see authz/budget.py)."""
 _NOTIFY_LIMIT = 7900  # Postgres refuses payloads of 8000 bytes or more
@@ -200,4 +205,9 @@ async def record_batch(
         done = [(row.key_id, str(row.event_id)) for row in valid] + list(released)
         for payload in _recorded_payloads(done):
             await connection.execute("SELECT pg_notify($1, $2)", RECORDED_CHANNEL, payload)
+        # Reservations a stopped authz replica left in Postgres are freed with their calls' cost
+        # committed (or their release noted) in this same transaction: never before, never twice.
+        await connection.execute(_FREE_HELD, [event_id for _, event_id in done])
+        if released:
+            await connection.execute(_NOTE_RELEASED, [event_id for _, event_id in released])
         return inserted

@@ -4,12 +4,16 @@ Every accepted request is answered 200 only after its events are committed to Po
 so a translator may forget a batch as soon as it sees the 200. Batches that arrive while a
 write is running are merged into the next transaction (one writer task): under load the
 meter commits a few large transactions rather than many small ones.
+
+Only a caller with the deployment's internal token (core/internal_auth.py), i.e. a
+translator, may post events; `/health` stays open to probes and tells them nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +22,8 @@ import orjson
 
 from core.catalogue_store import CatalogueFollower
 from core.heap import freeze_startup_heap
+from core.internal_auth import InternalToken, log_refusal
+from core.internal_headers import INTERNAL_TOKEN
 from core.quota import billing_month
 from core.settings import Settings, database_url_from_env
 from core.usage import UsageEvent
@@ -33,6 +39,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _MAX_BODY = 64 * 1024 * 1024
+_INTERNAL_TOKEN = INTERNAL_TOKEN.encode()
+_HEALTH_CACHE_S = 0.25
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
@@ -41,7 +49,11 @@ class MeterApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._internal_token = InternalToken.from_settings(settings)
         self._pool: asyncpg.Pool | None = None
+        # A flood of probes costs at most one database round trip per 250 ms.
+        self._health_lock = asyncio.Lock()
+        self._health_checked: tuple[float, bool] = (float("-inf"), False)
         self._pending: list[tuple[list[ThreadRow], list[tuple[int, str]], asyncio.Future[int]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -57,8 +69,13 @@ class MeterApp:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        headers = dict(scope["headers"])
+        refusal = self._internal_token.refusal(headers.get(_INTERNAL_TOKEN))
         if path == "/health" and method == "GET":
-            await self._health(send)
+            await self._health(send, with_details=refusal is None)
+        elif refusal is not None:
+            log_refusal(log, refusal, method, path, headers.get(b"x-request-id"))
+            await self._reply(send, 401, {"error": "only BRProxy's own services may call the meter"})
         elif path == "/events" and method == "POST":
             await self._ingest(receive, send)
         else:
@@ -99,15 +116,27 @@ class MeterApp:
         )
         await send({"type": "http.response.body", "body": orjson.dumps(body)})
 
-    async def _health(self, send: Send) -> None:
-        assert self._pool is not None
-        try:
-            async with asyncio.timeout(1):
-                await self._pool.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+    async def _health(self, send: Send, *, with_details: bool) -> None:
+        if not await self._database_up():
             await self._reply(send, 503, {"status": "database unavailable"})
             return
-        await self._reply(send, 200, {"status": "ok", "recorded": self.recorded})
+        details = {"recorded": self.recorded} if with_details else {}
+        await self._reply(send, 200, {"status": "ok", **details})
+
+    async def _database_up(self) -> bool:
+        assert self._pool is not None
+        async with self._health_lock:
+            checked_at, up = self._health_checked
+            if time.monotonic() - checked_at < _HEALTH_CACHE_S:
+                return up
+            try:
+                async with asyncio.timeout(1):
+                    await self._pool.fetchval("SELECT 1")
+                up = True
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                up = False
+            self._health_checked = (time.monotonic(), up)
+            return up
 
     async def _ingest(self, receive: Receive, send: Send) -> None:
         chunks, size = [], 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.asgi_serving import serve
+from core.internal_auth import InternalToken
 from core.service_logging import configure_logging
 from core.settings import Settings
 from translator.server import TranslatorApp
@@ -16,6 +17,7 @@ def create_app() -> TranslatorApp:
 if __name__ == "__main__":
     settings = Settings()
     configure_logging("translator", settings.log_level)
+    InternalToken.from_settings(settings)  # fail now with a clear message, not in every worker
     serve(
         "translator.__main__:create_app",
         host=settings.bind_host,

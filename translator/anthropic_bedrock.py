@@ -355,6 +355,10 @@ def message_body(response: dict[str, Any], model: str) -> tuple[dict[str, Any], 
     return body, text, usage
 
 
+_GENERATED_DELTAS = {"thinking_delta": "thinking", "input_json_delta": "partial_json"}
+"""Content deltas beside text that are output tokens: their type → the field with the text."""
+
+
 @dataclass(slots=True)
 class AnthropicStream:
     """Bedrock's streamed Anthropic events → Anthropic SSE frames, for one request."""
@@ -363,6 +367,10 @@ class AnthropicStream:
     usage: AnthropicUsage = field(default_factory=AnthropicUsage)
     stop_reason: str | None = None
     text: list[str] = field(default_factory=list)
+    """The answer's text (the chat log's completion)."""
+    generated: list[str] = field(default_factory=list)
+    """Everything generated that the client was sent: text, thinking and tool-call input
+    (what an estimate of output tokens counts when Bedrock's never come)."""
     invocation_latency_ms: int | None = None
     finished: bool = False
     """True once `message_stop` went out: the answer is complete."""
@@ -378,8 +386,13 @@ class AnthropicStream:
             return [sse_frame(event), PING_FRAME]
         if kind == "content_block_delta":
             delta = event.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                self.text.append(str(delta.get("text", "")))
+            if isinstance(delta, dict):
+                kind = delta.get("type")
+                if kind == "text_delta":
+                    self.text.append(str(delta.get("text", "")))
+                    self.generated.append(self.text[-1])
+                elif kind in _GENERATED_DELTAS:
+                    self.generated.append(str(delta.get(_GENERATED_DELTAS[kind], "")))
         elif kind == "message_delta":
             self.usage.update(event.get("usage"))
             # Anthropic's own final count: the stream is billable from here even if Bedrock's

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from core.admission import MAX_BODY_BYTES
 from core.errors import error_body
 from core.internal_headers import KEY_ID, KEY_ROLE, ROLE_BOOTSTRAP
 
@@ -29,8 +30,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
-"""Anthropic's request limit; Bedrock's own limits are lower for most models."""
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
@@ -85,6 +84,15 @@ class Request:
     """Set by `caller()`."""
     usage_submitted: bool = False
     """Set once the endpoint handed this request's usage event to the meter."""
+    output_ceiling: int | None = None
+    """The output ceiling the Bedrock call was made with (set by `Gateway.check_admitted`):
+    no estimate of its output exceeds it."""
+    input_estimate: int = 0
+    """Our estimate of the prompt's tokens (set by `Gateway.check_admitted`)."""
+    journaled_parts: int = 0
+    """How many of the stream's generated parts the in-flight journal has."""
+    journaled_counts: tuple[int, ...] = ()
+    """Bedrock's token counts as the in-flight journal last recorded them."""
     _request_id: str | None = None
 
     @property
@@ -109,8 +117,8 @@ class Request:
         path: str = self.scope["path"]
         return path
 
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
+    def header(self, name: bytes | str) -> str | None:
+        value = self.headers.get(name.encode() if isinstance(name, str) else name)
         return value.decode("latin-1") if value is not None else None
 
     def caller(self) -> int:

@@ -15,7 +15,7 @@ from core.usage import UsageEvent
 from translator.asgi import Reply, Request, send_json
 from translator.bedrock_client import BedrockStream
 from translator.bedrock_errors import BedrockError
-from translator.gateway import Gateway, estimate_tokens
+from translator.gateway import Gateway, estimate_output, estimate_tokens
 from translator.openai_bedrock import ChatCompletionStream, InvalidRequest, OpenAIChatRequest, chat_completion
 from translator.sse import OPENAI_KEEPALIVE, SseResponse, relaying
 
@@ -35,6 +35,8 @@ async def chat_completions(gateway: Gateway, request: Request) -> None:
         chat.fit_to_model(converse, resolved.entry)
     except InvalidRequest as error:
         raise Reply.error(request.path, error.status, error.message, param=error.param) from None
+    output_sent = converse["inferenceConfig"]["maxTokens"]
+    gateway.check_admitted(request, "openai.chat", chat.body, chat.model, len(raw), resolved, output_sent)
     event = gateway.usage_event(
         request,
         chat.model,
@@ -88,6 +90,7 @@ async def _stream(
 ) -> None:
     sse = SseResponse(request.send, OPENAI_KEEPALIVE, gateway.settings.sse_keepalive_s)
     frames = ChatCompletionStream(completion_id, chat.model, chat.include_usage, json_tool=chat.json_tool)
+    gateway.journal_call(request, event)
     try:
         upstream = await sse.wait(gateway.bedrock.converse_stream(model_id, body))
     except BedrockError as error:
@@ -107,6 +110,7 @@ async def _stream(
                     for event_type, payload in batch:
                         out.extend(frames.on_event(event_type, payload))
                     if out:
+                        gateway.journal_sent(request, frames.generated, frames.usage)
                         await sse.write(b"".join(out))
                         out = []
             except BedrockError as error:
@@ -144,5 +148,5 @@ def _finish_stream_event(
         # bill our estimate and say so on the thread.
         event.estimated = True
         event.input_tokens = estimate_tokens(orjson.dumps(event.whole_prompt).decode())
-        event.output_tokens = estimate_tokens(event.completion)
+        event.output_tokens = estimate_output(request, "".join(frames.generated))
     gateway.submit(request, event)

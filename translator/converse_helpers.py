@@ -11,7 +11,7 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from core.admission import BodyRefused, parse_json_object
 
 __all__ = [
     "CACHE_POINT",
@@ -55,17 +55,14 @@ def require(condition: bool, message: str, param: str | None) -> None:
 
 
 def json_body(raw: bytes, model_message: str = "model is required") -> tuple[dict[str, Any], str]:
-    """A request body that must be a JSON object naming a model: (body, model)."""
+    """A request body that must be a JSON object naming a model: (body, model).
+
+    The same parse authz reserved the call's cost from (`core.admission`), and the same errors.
+    """
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", "body")
-    model = body.get("model")
-    if not isinstance(model, str) or model == "":
-        raise InvalidRequest(model_message, "model")
-    return body, model
+        return parse_json_object(raw, model_message)
+    except BodyRefused as refusal:
+        raise InvalidRequest(refusal.message, refusal.param) from None
 
 
 def check_image_data(data: Any, param: str) -> None:

@@ -30,7 +30,7 @@ from translator.anthropic_bedrock import (
 from translator.asgi import Reply, Request, send_json
 from translator.bedrock_errors import BedrockError
 from translator.converse_helpers import InvalidRequest
-from translator.gateway import Gateway, estimate_tokens
+from translator.gateway import Gateway, estimate_output, estimate_tokens
 from translator.sse import ANTHROPIC_KEEPALIVE, SseResponse, relaying
 
 __all__ = ["count_tokens", "messages"]
@@ -76,11 +76,17 @@ async def _with_beta_retry(
 
 async def messages(gateway: Gateway, request: Request) -> None:
     key_id = request.caller()
-    chat = _parse(request, await request.body())
+    raw = await request.body()
+    chat = _parse(request, raw)
     resolved = gateway.resolve(request.path, chat.model, key_id)
     _claude(request, resolved, chat.model)
     betas = parse_betas([request.header(b"anthropic-beta") or ""])
     body, dropped = chat.to_bedrock(resolved.entry, betas)
+    output_sent = body["max_tokens"]
+    assert isinstance(output_sent, int)
+    gateway.check_admitted(
+        request, "anthropic.messages", chat.body, chat.model, len(raw), resolved, output_sent
+    )
     if dropped:
         log.debug("dropped betas Bedrock does not take for %s: %s", resolved.entry.name, dropped)
 
@@ -115,6 +121,7 @@ async def messages(gateway: Gateway, request: Request) -> None:
         return
 
     sse = SseResponse(request.send, ANTHROPIC_KEEPALIVE, gateway.settings.sse_keepalive_s)
+    gateway.journal_call(request, event)
     try:
         upstream = await sse.wait(
             _with_beta_retry(lambda b: gateway.bedrock.invoke_model_stream(model_id, b), body, bare)
@@ -133,6 +140,7 @@ async def messages(gateway: Gateway, request: Request) -> None:
                     # The events that arrived together go out in one write.
                     out = [frame for payload in batch for frame in frames.on_event(payload)]
                     if out:
+                        gateway.journal_sent(request, frames.generated, frames.usage)
                         await sse.write(b"".join(out))
             except BedrockError as error:
                 # Ends the stream with Anthropic's error event; the SDK raises on it, so the
@@ -173,7 +181,7 @@ def _finish_stream_event(
         event.estimated = True
         if not usage.input:
             event.input_tokens = estimate_tokens(orjson.dumps(event.whole_prompt).decode())
-        event.output_tokens = max(usage.output, estimate_tokens(event.completion))
+        event.output_tokens = max(usage.output, estimate_output(request, "".join(frames.generated)))
     gateway.submit(request, event)
 
 

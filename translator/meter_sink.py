@@ -20,7 +20,9 @@ from pathlib import Path
 
 import orjson
 
+from core.internal_headers import INTERNAL_TOKEN
 from core.usage import UsageEvent
+from translator.inflight_journal import InflightJournal
 from translator.pooled_http import HttpFailure, PooledHttp
 from translator.usage_spool import Segment, UsageSpool
 
@@ -33,18 +35,22 @@ MAX_BATCH = 500
 MEMORY_CAP = 200_000
 """Events kept in memory while the meter is away; older batches are re-read from disk."""
 _ADOPT_EVERY_S = 5.0
-_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class MeterSink:
     """A durable, batching, retrying client of the meter's ingest endpoint."""
 
-    def __init__(self, meter_url: str, spool_dir: Path, flush_interval_ms: int = 50) -> None:
+    def __init__(
+        self, meter_url: str, spool_dir: Path, flush_interval_ms: int = 50, *, internal_token: str
+    ) -> None:
         self._meter_url = meter_url.rstrip("/")
+        # The meter takes events only from who holds the deployment's internal token.
+        self._headers = {"Content-Type": "application/json", INTERNAL_TOKEN: internal_token}
         self._path = urllib.parse.urlsplit(self._meter_url).path + "/events"
         self._spool_dir = spool_dir
         self._interval = flush_interval_ms / 1000
         self._spool: UsageSpool | None = None
+        self._journal: InflightJournal | None = None
         self._ready: collections.deque[Segment] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -57,6 +63,12 @@ class MeterSink:
         active = self._spool.active_count if self._spool is not None else 0
         return active + sum(segment.count for segment in self._ready)
 
+    @property
+    def journal(self) -> InflightJournal:
+        """This process's journal of paid calls in flight (beside its spool, same owner)."""
+        assert self._journal is not None, "MeterSink.start() first"
+        return self._journal
+
     def submit(self, event: UsageEvent) -> None:
         """Record an event durably (one write syscall); the meter gets it soon after."""
         assert self._spool is not None, "MeterSink.start() first"
@@ -66,6 +78,7 @@ class MeterSink:
 
     async def start(self) -> None:
         self._spool = UsageSpool(self._spool_dir)
+        self._journal = InflightJournal(self._spool_dir, self._spool.owner)
         orphans = self._spool.adopt_orphans()
         if orphans:
             log.info("replaying %d usage events left by a previous translator", sum(s.count for s in orphans))
@@ -83,6 +96,10 @@ class MeterSink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._journal is not None:
+            if self._journal.open_calls:
+                log.warning("%d calls still in flight are left to the next start", self._journal.open_calls)
+            self._journal.close()
         if self._spool is not None:
             left = self.pending
             self._spool.close()
@@ -145,10 +162,17 @@ class MeterSink:
             return True
         body = orjson.dumps({"events": events})  # dataclasses, serialised by orjson directly
         try:
-            async with await self._http.post(self._path, _JSON_HEADERS, body) as r:
+            async with await self._http.post(self._path, self._headers, body) as r:
                 await r.read()  # the whole answer, so the connection can carry the next batch
                 if r.status == 200:
                     return True
+                if r.status == 401:
+                    log.error(
+                        "meter refused a batch of %d events: it has another internal token "
+                        "(BRPROXY_INTERNAL_TOKEN must be the same for every service); they wait",
+                        len(events),
+                    )
+                    return False
                 log.warning("meter refused a batch of %d events: HTTP %d", len(events), r.status)
         except HttpFailure as error:
             log.warning("meter unreachable (%s); %d events waiting", error, self.pending)

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from core.admission import BodyRefused, OutputCeiling, openai_output_ceiling, output_tokens_for
 from core.catalogue import ModelEntry
 from translator.converse_helpers import (
     CACHE_POINT,
@@ -63,11 +64,6 @@ _FINISH = {
     "malformed_tool_use": "stop",
 }
 
-EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
-"""`reasoning_effort` → Claude's thinking budget (tokens)."""
-MIN_THINKING_BUDGET = 1024
-ANSWER_ROOM = 4096
-"""maxTokens beyond the thinking budget when the client set no max_tokens."""
 _JSON_TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 _DUMMY_TOOL = {
     "toolSpec": {
@@ -333,6 +329,8 @@ class OpenAIChatRequest:
     stream: bool
     include_usage: bool
     body: dict[str, Any]
+    output: OutputCeiling
+    """The output ceiling (`core.admission`): what authz reserved for, what Bedrock is sent."""
     user: str | None = None
     json_tool: str | None = None
     """Set by `to_converse` when `response_format` asks for JSON: the tool carrying the answer."""
@@ -352,12 +350,17 @@ class OpenAIChatRequest:
         _require(not body.get("logprobs"), "logprobs are not supported by Bedrock", "logprobs")
         _require(not body.get("top_logprobs"), "top_logprobs are not supported by Bedrock", "top_logprobs")
         user = body.get("user")
+        try:
+            output = openai_output_ceiling(body)
+        except BodyRefused as refusal:
+            raise InvalidRequest(refusal.message, refusal.param) from None
         return cls(
             model=model,
             messages=messages,
             stream=bool(stream),
             include_usage=bool(options.get("include_usage")),
             body=body,
+            output=output,
             user=user if isinstance(user, str) else None,
         )
 
@@ -399,15 +402,15 @@ class OpenAIChatRequest:
         request: dict[str, Any] = {"messages": turns}
         if system:
             request["system"] = system
-        budget = self._thinking_budget()
-        inference = self._inference_config()
+        budget = self.output.thinking_budget
+        # The output ceiling is always explicit, never the model's own default: it is what
+        # authz reserved the call's cost for (`fit_to_model` may lower a default one).
+        inference = {"maxTokens": self.output.max_tokens, **self._inference_config()}
         if budget is not None:
-            budget = _fit_budget(budget, inference, explicit="thinking" in self.body)
             request["additionalModelRequestFields"] = {
                 "thinking": {"type": "enabled", "budget_tokens": budget}
             }
-        if inference:
-            request["inferenceConfig"] = inference
+        request["inferenceConfig"] = inference
         tool_config = self._tool_config(turns, thinking=budget is not None)
         if tool_config:
             request["toolConfig"] = tool_config
@@ -437,10 +440,7 @@ class OpenAIChatRequest:
             if entry.provider != "anthropic":
                 # DeepSeek R1 always reasons: there is nothing to switch on.
                 del request["additionalModelRequestFields"]
-                if self._inference_config().get("maxTokens") is None:
-                    del request["inferenceConfig"]["maxTokens"]
-                    if not request["inferenceConfig"]:
-                        del request["inferenceConfig"]
+        request["inferenceConfig"]["maxTokens"] = output_tokens_for(self.output, entry)
         if "caching" not in capabilities:
             for blocks in (
                 request.get("system"),
@@ -478,51 +478,10 @@ class OpenAIChatRequest:
             config["toolChoice"] = choice
         return config
 
-    def _thinking_budget(self) -> int | None:
-        """Claude's thinking budget asked for by `thinking` or `reasoning_effort` (None: off)."""
-        thinking = self.body.get("thinking")
-        effort = self.body.get("reasoning_effort")
-        budget: int | None = None
-        if thinking is not None:
-            _require(isinstance(thinking, dict), "thinking must be an object", "thinking")
-            assert isinstance(thinking, dict)
-            kind = thinking.get("type")
-            _require(
-                kind in ("enabled", "disabled"),
-                "thinking.type must be 'enabled' or 'disabled'",
-                "thinking.type",
-            )
-            if kind == "enabled":
-                budget = thinking.get("budget_tokens")
-                _require(
-                    isinstance(budget, int)
-                    and not isinstance(budget, bool)
-                    and budget >= MIN_THINKING_BUDGET,
-                    f"thinking.budget_tokens must be an integer >= {MIN_THINKING_BUDGET}",
-                    "thinking.budget_tokens",
-                )
-        elif effort is not None:
-            _require(
-                effort == "none" or effort in EFFORT_BUDGETS,
-                "reasoning_effort must be 'none', 'minimal', 'low', 'medium' or 'high'",
-                "reasoning_effort",
-            )
-            budget = EFFORT_BUDGETS.get(str(effort))
-        return budget
-
     def _inference_config(self) -> dict[str, Any]:
+        """Sampling settings (the output ceiling is `self.output`)."""
         body = self.body
         config: dict[str, Any] = {}
-        max_tokens = body.get("max_completion_tokens")
-        if max_tokens is None:  # absent or null: the older name may carry it
-            max_tokens = body.get("max_tokens")
-        if max_tokens is not None:
-            _require(
-                isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0,
-                "must be a positive integer",
-                "max_tokens",
-            )
-            config["maxTokens"] = max_tokens
         for name, target in (("temperature", "temperature"), ("top_p", "topP")):
             value = body.get(name)
             if value is not None:  # 0 is a value, not "unset"
@@ -554,29 +513,6 @@ class OpenAIChatRequest:
                         p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
                     )
         return ""
-
-
-def _fit_budget(budget: int, inference: dict[str, Any], *, explicit: bool) -> int:
-    """The thinking budget within max_tokens (which counts thinking and answer together).
-
-    Without max_tokens there is room for the budget and an answer. With it, an effort level
-    shrinks to fit; an explicit `thinking.budget_tokens` that does not fit is the client's error.
-    """
-    max_tokens = inference.get("maxTokens")
-    if max_tokens is None:
-        inference["maxTokens"] = budget + ANSWER_ROOM
-        return budget
-    if max_tokens > budget:
-        return budget
-    if explicit:
-        raise InvalidRequest("max_tokens must be greater than thinking.budget_tokens", "max_tokens")
-    if max_tokens <= MIN_THINKING_BUDGET:
-        raise InvalidRequest(
-            f"with reasoning on, max_tokens must be greater than {MIN_THINKING_BUDGET} "
-            "(it counts the thinking too)",
-            "max_tokens",
-        )
-    return int(max_tokens) - 1
 
 
 def _thinking_block(reasoning: dict[str, Any]) -> dict[str, Any] | None:
@@ -672,6 +608,10 @@ class ChatCompletionStream:
     stop_reason: str | None = None
     latency_ms: int | None = None
     text: list[str] = field(default_factory=list)
+    """The answer's content (the chat log's completion)."""
+    generated: list[str] = field(default_factory=list)
+    """Everything generated that the client was sent: content, tool-call arguments and
+    reasoning (what an estimate of output tokens counts when Bedrock's never come)."""
     _tool_index: dict[int, int] = field(default_factory=dict)
     _json_blocks: set[int] = field(default_factory=set)
     _reasoning: dict[int, list[str]] = field(default_factory=dict)
@@ -705,9 +645,11 @@ class ChatCompletionStream:
             block = int(payload.get("contentBlockIndex", 0))
             if "text" in delta:
                 self.text.append(delta["text"])
+                self.generated.append(delta["text"])
                 return [self._delta({"content": delta["text"]})]
             if "toolUse" in delta:
                 args = delta["toolUse"].get("input", "")
+                self.generated.append(args)
                 if block in self._json_blocks:
                     self.text.append(args)
                     return [self._delta({"content": args})] if args else []
@@ -752,6 +694,7 @@ class ChatCompletionStream:
     def _reasoning_delta(self, block: int, reasoning: dict[str, Any]) -> list[bytes]:
         text = reasoning.get("text")
         if text:
+            self.generated.append(text)
             self._reasoning.setdefault(block, []).append(text)
             return [self._delta({"reasoning_content": text})]
         if reasoning.get("signature"):

@@ -3,7 +3,8 @@
 It is plain ASGI rather than a framework because it sits on every request's path and has
 few routes. Each route is one endpoint module (`chat_completions.py`, …) that does the
 I/O around a pure translator (`openai_bedrock.py`, …). Envoy has already authenticated
-the caller: `x-brproxy-key-id` names the key.
+the caller: `x-brproxy-key-id` names the key. That header is believed only on a request that
+carries the deployment's internal token (core/internal_auth.py), i.e. came through the edge.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from core.catalogue import CATALOGUE, Catalogue
 from core.catalogue_store import CatalogueFollower
+from core.errors import error_body
 from core.heap import freeze_startup_heap
+from core.internal_auth import InternalToken, log_refusal
+from core.internal_headers import INTERNAL_TOKEN
 from core.settings import Settings, database_url_from_env
 from translator.asgi import Receive, Reply, Request, Scope, Send, send_json
 from translator.bedrock_client import BedrockRuntime
@@ -39,15 +43,22 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
 }
 """Path → (method, endpoint)."""
 
+_INTERNAL_TOKEN = INTERNAL_TOKEN.encode()
+_NOT_FROM_THE_EDGE = "This service only answers requests that come through the gateway."
+
 
 class TranslatorApp:
     """ASGI application: OpenAI- and Anthropic-compatible endpoints backed by Bedrock."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue = CATALOGUE) -> None:
         self.settings = settings
+        self.internal_token = InternalToken.from_settings(settings)
         self.models = CatalogueFollower(settings.database_url or database_url_from_env(), catalogue)
         self.meter = MeterSink(
-            settings.meter_url, settings.spool_dir / "translator", settings.meter_flush_interval_ms
+            settings.meter_url,
+            settings.spool_dir / "translator",
+            settings.meter_flush_interval_ms,
+            internal_token=self.internal_token.value,
         )
         self.gateway: Gateway | None = None
 
@@ -58,10 +69,17 @@ class TranslatorApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path == "/health":
-            await send_json(send, 200, {"status": "ok", "pending_usage_events": self.meter.pending})
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        refusal = self.internal_token.refusal(headers.get(_INTERNAL_TOKEN))
+        if path == "/health":  # open to probes; the backlog only for a holder of the token
+            extra = {} if refusal else {"pending_usage_events": self.meter.pending}
+            await send_json(send, 200, {"status": "ok", **extra})
             return
-        request = Request(scope, receive, send, dict(scope["headers"]))
+        if refusal is not None:
+            log_refusal(log, refusal, scope["method"], path, headers.get(b"x-request-id"))
+            await send_json(send, 401, error_body(path, 401, _NOT_FROM_THE_EDGE))
+            return
+        request = Request(scope, receive, send, headers)
         try:
             route = ROUTES.get(path)
             if route is None:
@@ -71,6 +89,7 @@ class TranslatorApp:
                 raise Reply.error(path, 405, f"Use {method} for {path}.", code="method_not_allowed")
             assert self.gateway is not None
             try:
+                self.gateway.track(request)
                 await endpoint(self.gateway, request)
             finally:
                 self.gateway.release_unbilled(request)

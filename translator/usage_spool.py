@@ -26,6 +26,7 @@ from pathlib import Path
 import orjson
 
 from core.usage import UsageEvent
+from translator.inflight_journal import journal_files, recover
 
 __all__ = ["Segment", "UsageSpool"]
 
@@ -108,7 +109,13 @@ class UsageSpool:
             segment.path.unlink()
 
     def adopt_orphans(self) -> list[Segment]:
-        """Segments of processes that died, renamed to this owner, oldest first."""
+        """Segments of processes that died, renamed to this owner, oldest first.
+
+        The calls a dead process had in flight (its `inflight_journal.py` files) become usage
+        events in this owner's active segment (shipped after the adopted ones), written
+        before the dead journal is deleted: a crash in between only recovers them again, and
+        the meter bills an event id once.
+        """
         adopted: list[Segment] = []
         for lock in sorted(self.directory.glob("*.lock")):
             owner = lock.stem
@@ -120,6 +127,7 @@ class UsageSpool:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # its owner is alive
+                shipped: set[str] = set()
                 for path in sorted(self.directory.glob(f"{owner}-*.jsonl")):
                     self._sequence += 1
                     target = self.directory / f"{self.owner}-{self._sequence:012d}.jsonl"
@@ -127,7 +135,22 @@ class UsageSpool:
                     segment = Segment(target, events=None)
                     segment.events = segment.load()
                     segment.count = len(segment.events)
+                    shipped.update(event.event_id for event in segment.events)
                     adopted.append(segment)
+                journal = journal_files(self.directory, owner)
+                recovered = [e for e in recover(journal) if e.event_id not in shipped]
+                for event in recovered:
+                    self.append(event)
+                if recovered:
+                    billed = sum(1 for e in recovered if e.status != "released")
+                    log.warning(
+                        "a translator stopped with %d calls in flight: %d billed for what their "
+                        "clients received, %d released",
+                        len(recovered), billed, len(recovered) - billed,
+                    )  # fmt: skip
+                for path in journal:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
             finally:

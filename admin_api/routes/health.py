@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from admin_api.envelope import EnvelopeResponse
+from admin_api.inputs import AdminRoute
 from core.settings import Settings
 
 __all__ = ["HealthChecker", "router"]
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 1.0
 CACHE_TTL_S = 0.25
 
-router = APIRouter()
+router = APIRouter(route_class=AdminRoute)
 
 
 def grpc_target(host: str, port: int) -> str:

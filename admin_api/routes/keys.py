@@ -7,20 +7,20 @@ displayable prefix (`br-` + 4 characters).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends
 
 from admin_api import queries
-from admin_api.deps import MAX_BIGINT, PagingDep, PoolDep, SearchDep, SettingsDep, require_admin
+from admin_api.deps import PagingDep, PathId, PoolDep, SearchDep, SettingsDep, require_admin
 from admin_api.envelope import ApiError, EnvelopeResponse, ok
+from admin_api.inputs import AdminRoute
 from admin_api.schemas import ApplyKeyRequest, RechargeRequest, UpdateKeyRequest
 from core.api_keys import display_prefix, generate_key, hash_key
 from core.quota import billing_month
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin/api-key", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin/api-key", dependencies=[Depends(require_admin)], route_class=AdminRoute)
 
 
 @router.post("/apply")
@@ -98,9 +98,7 @@ async def list_keys(
 
 
 @router.get("/detail/{id}")
-async def key_detail(
-    id: Annotated[int, Path(ge=1, le=MAX_BIGINT)], pool: PoolDep, settings: SettingsDep
-) -> EnvelopeResponse:
+async def key_detail(id: PathId, pool: PoolDep, settings: SettingsDep) -> EnvelopeResponse:
     record = await queries.get_key(pool, id)
     if record is None:
         raise ApiError(404, f"api key {id} not found")

@@ -16,18 +16,19 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from admin_api.deps import MAX_BIGINT, PagingDep, PoolDep, SearchDep, require_admin
+from admin_api.deps import PagingDep, PoolDep, QueryId, SearchDep, require_admin
 from admin_api.envelope import ApiError, EnvelopeResponse, ok
+from admin_api.inputs import AdminRoute
 from admin_api.queries import page
-from admin_api.schemas import NonNegativeMoney
+from admin_api.schemas import BodyInteger, KeyId, NonNegativeMoney
 from core.catalogue import CATALOGUE, Catalogue, ModelEntry
 from core.catalogue_store import OVERRIDE_COLUMNS, load_catalogue_state, override_from_row
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin/model", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin/model", dependencies=[Depends(require_admin)], route_class=AdminRoute)
 
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
 _Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=500)]
@@ -56,16 +57,16 @@ class UpdateModelRequest(BaseModel):
     kind: str | None = None
     aliases: _Names | None = None
     profiles: _Names | None = None
-    profile_only: bool | None = None
-    geo_premium: bool | None = None
+    profile_only: StrictBool | None = None
+    geo_premium: StrictBool | None = None
     capabilities: _Names | None = None
     betas: _Names | None = None
-    context_window: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    context_window: Annotated[BodyInteger, Field(ge=1, le=100_000_000)] | None = None
     price_input: NonNegativeMoney | None = None
     price_output: NonNegativeMoney | None = None
     price_cache_read: NonNegativeMoney | None = None
     price_cache_write: NonNegativeMoney | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class ResetModelRequest(BaseModel):
@@ -81,7 +82,7 @@ class AccessRequest(BaseModel):
     """`POST /admin/model/access`: the models a key may call (names or aliases); `null` lifts
     the restriction."""
 
-    key_id: Annotated[int, Field(ge=1, le=MAX_BIGINT)]
+    key_id: KeyId
     models: _Names | None
 
 
@@ -207,7 +208,7 @@ async def reset_model(body: ResetModelRequest, pool: PoolDep) -> EnvelopeRespons
 
 
 @router.get("/access")
-async def get_access(pool: PoolDep, key_id: Annotated[int, Query(ge=1, le=MAX_BIGINT)]) -> EnvelopeResponse:
+async def get_access(pool: PoolDep, key_id: QueryId) -> EnvelopeResponse:
     async with pool.acquire() as conn:
         if await conn.fetchval("SELECT 1 FROM api_keys WHERE id = $1", key_id) is None:
             raise ApiError(404, f"api key {key_id} not found")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import asyncpg
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends
 
 from admin_api import queries
-from admin_api.deps import MAX_BIGINT, PagingDep, PoolDep, SearchDep, require_admin
+from admin_api.deps import OptionalQueryId, PagingDep, PathId, PoolDep, QueryId, SearchDep, require_admin
 from admin_api.envelope import ApiError, EnvelopeResponse, ok
+from admin_api.inputs import AdminRoute
 
 __all__ = ["router", "session_detail"]
 
-router = APIRouter(prefix="/admin/session", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin/session", dependencies=[Depends(require_admin)], route_class=AdminRoute)
 
 
 async def session_detail(pool: asyncpg.Pool, session_id: int, *, key_id: int | None) -> EnvelopeResponse:
@@ -29,7 +28,7 @@ async def list_sessions(
     pool: PoolDep,
     paging: PagingDep,
     q: SearchDep,
-    key_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
+    key_id: OptionalQueryId = None,
 ) -> EnvelopeResponse:
     records, total = await queries.list_sessions(
         pool, key_id=key_id, q=q, limit=paging.limit, offset=paging.offset
@@ -38,14 +37,10 @@ async def list_sessions(
 
 
 @router.get("/detail/{id}")
-async def session_detail_by_path(
-    id: Annotated[int, Path(ge=1, le=MAX_BIGINT)], pool: PoolDep
-) -> EnvelopeResponse:
+async def session_detail_by_path(id: PathId, pool: PoolDep) -> EnvelopeResponse:
     return await session_detail(pool, id, key_id=None)
 
 
 @router.get("/detail")
-async def session_detail_by_query(
-    id: Annotated[int, Query(ge=1, le=MAX_BIGINT)], pool: PoolDep
-) -> EnvelopeResponse:
+async def session_detail_by_query(id: QueryId, pool: PoolDep) -> EnvelopeResponse:
     return await session_detail(pool, id, key_id=None)

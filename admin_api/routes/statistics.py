@@ -7,11 +7,12 @@ from fastapi import APIRouter, Depends
 from admin_api import queries
 from admin_api.deps import PoolDep, SettingsDep, require_admin
 from admin_api.envelope import EnvelopeResponse, ok
+from admin_api.inputs import AdminRoute
 from core.quota import billing_month
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/admin/statistics", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin/statistics", dependencies=[Depends(require_admin)], route_class=AdminRoute)
 
 
 @router.get("/total")

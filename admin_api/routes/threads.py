@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import asyncpg
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends
 
 from admin_api import queries
-from admin_api.deps import MAX_BIGINT, PagingDep, PoolDep, SearchDep, require_admin
+from admin_api.deps import OptionalQueryId, PagingDep, PathId, PoolDep, QueryId, SearchDep, require_admin
 from admin_api.envelope import ApiError, EnvelopeResponse, ok
+from admin_api.inputs import AdminRoute
 
 __all__ = ["router", "thread_detail"]
 
-router = APIRouter(prefix="/admin/thread", dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin/thread", dependencies=[Depends(require_admin)], route_class=AdminRoute)
 
 
 async def thread_detail(pool: asyncpg.Pool, thread_id: int, *, key_id: int | None) -> EnvelopeResponse:
@@ -29,8 +28,8 @@ async def list_threads(
     pool: PoolDep,
     paging: PagingDep,
     q: SearchDep,
-    session_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
-    key_id: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
+    session_id: OptionalQueryId = None,
+    key_id: OptionalQueryId = None,
 ) -> EnvelopeResponse:
     records, total = await queries.list_threads(
         pool, session_id=session_id, key_id=key_id, q=q, limit=paging.limit, offset=paging.offset
@@ -39,14 +38,10 @@ async def list_threads(
 
 
 @router.get("/detail/{id}")
-async def thread_detail_by_path(
-    id: Annotated[int, Path(ge=1, le=MAX_BIGINT)], pool: PoolDep
-) -> EnvelopeResponse:
+async def thread_detail_by_path(id: PathId, pool: PoolDep) -> EnvelopeResponse:
     return await thread_detail(pool, id, key_id=None)
 
 
 @router.get("/detail")
-async def thread_detail_by_query(
-    id: Annotated[int, Query(ge=1, le=MAX_BIGINT)], pool: PoolDep
-) -> EnvelopeResponse:
+async def thread_detail_by_query(id: QueryId, pool: PoolDep) -> EnvelopeResponse:
     return await thread_detail(pool, id, key_id=None)

@@ -7,24 +7,29 @@ silently ignored, so a client bug shows up instead of returning a surprising lis
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 
 from admin_api import queries
-from admin_api.deps import MAX_BIGINT, Caller, PagingDep, PoolDep, SearchDep, SettingsDep, UserCaller
+from admin_api.deps import (
+    Caller,
+    OptionalQueryId,
+    PagingDep,
+    PathId,
+    PoolDep,
+    QueryId,
+    SearchDep,
+    SettingsDep,
+    UserCaller,
+)
 from admin_api.envelope import ApiError, EnvelopeResponse, ok
+from admin_api.inputs import AdminRoute
 from admin_api.routes.sessions import session_detail
 from admin_api.routes.threads import thread_detail
 from core.quota import billing_month
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/user")
-
-OptionalId = Annotated[int | None, Query(ge=1, le=MAX_BIGINT)]
-PathId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
-QueryId = Annotated[int, Query(ge=1, le=MAX_BIGINT)]
+router = APIRouter(prefix="/user", route_class=AdminRoute)
 
 
 def _own_key(caller: Caller, key_id: int | None) -> int:
@@ -43,7 +48,7 @@ async def my_key(caller: UserCaller, pool: PoolDep, settings: SettingsDep) -> En
 
 @router.get("/session/list")
 async def my_sessions(
-    caller: UserCaller, pool: PoolDep, paging: PagingDep, q: SearchDep, key_id: OptionalId = None
+    caller: UserCaller, pool: PoolDep, paging: PagingDep, q: SearchDep, key_id: OptionalQueryId = None
 ) -> EnvelopeResponse:
     records, total = await queries.list_sessions(
         pool, key_id=_own_key(caller, key_id), q=q, limit=paging.limit, offset=paging.offset
@@ -67,8 +72,8 @@ async def my_threads(
     pool: PoolDep,
     paging: PagingDep,
     q: SearchDep,
-    session_id: OptionalId = None,
-    key_id: OptionalId = None,
+    session_id: OptionalQueryId = None,
+    key_id: OptionalQueryId = None,
 ) -> EnvelopeResponse:
     records, total = await queries.list_threads(
         pool,

@@ -18,8 +18,12 @@ import asyncpg
 import httpx
 
 from core.api_keys import display_prefix, generate_key, hash_key
-from core.internal_headers import KEY_ID, KEY_ROLE
+from core.internal_headers import INTERNAL_TOKEN, KEY_ID, KEY_ROLE
 from core.quota import billing_month
+
+TEST_INTERNAL_TOKEN = "internal-token-for-the-admin-api-tests-0123"
+FROM_THE_EDGE = {INTERNAL_TOKEN: TEST_INTERNAL_TOKEN}
+"""The internal token Envoy adds to every request; the `client` fixture sends it."""
 
 BOOTSTRAP = {KEY_ID: "0", KEY_ROLE: "bootstrap"}
 

@@ -2,7 +2,8 @@
 
 Each test module gets its own migrated database (the `database_url` fixture) and one app
 with its lifespan running (pool and health-check clients open). Requests carry the
-`x-brproxy-key-*` headers Envoy adds after authz admitted them.
+deployment's internal token and the `x-brproxy-key-*` headers Envoy adds after authz
+admitted them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
+from admin_api_support import FROM_THE_EDGE, TEST_INTERNAL_TOKEN
 from fastapi import FastAPI
 from local_ports import free_port
 
@@ -28,6 +30,7 @@ def settings(database_url: str) -> Settings:
         translator_port=free_port(),
         meter_port=free_port(),
         billing_timezone="UTC",
+        internal_token=TEST_INTERNAL_TOKEN,
     )
 
 
@@ -41,7 +44,9 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture(scope="module")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://admin-api") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://admin-api", headers=FROM_THE_EDGE
+    ) as client:
         yield client
 
 

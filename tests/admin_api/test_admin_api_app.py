@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 from decimal import Decimal
@@ -10,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_api_support import as_admin, error_message
+from admin_api_support import FROM_THE_EDGE, as_admin, error_message
 from fastapi import Body
 
 import admin_api
@@ -59,7 +60,9 @@ async def test_an_unexpected_exception_is_a_logged_500_without_the_body(
     secret = "br-" + "S" * 40
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://admin-api") as client:
         with caplog.at_level(logging.ERROR, logger="admin_api"):
-            response = await client.post("/admin/explode", json={"api_key": secret}, headers=as_admin())
+            response = await client.post(
+                "/admin/explode", json={"api_key": secret}, headers=as_admin() | FROM_THE_EDGE
+            )
 
     assert error_message(response, 500) == "internal error"
     assert [r.getMessage() for r in caplog.records] == ["internal error on POST /admin/explode"]
@@ -71,17 +74,28 @@ def test_json_encoding() -> None:
     value = {
         "money": Decimal("20.0000000000"),
         "tiny": Decimal("0.000001"),
+        "exact": Decimal("5.500001000001100040000000000005"),
+        "exponent": Decimal("5E-30"),
+        "large": Decimal("1E+14"),
         "at": dt.datetime(2026, 11, 26, 23, 38, 1, 500, tzinfo=dt.UTC),
         "month": dt.date(2026, 11, 1),
         "event": uuid.UUID("12345678-1234-5678-1234-567812345678"),
     }
 
-    assert dumps(value) == (
-        b'{"money":20.0,"tiny":1e-6,"at":"2026-11-26T23:38:01.000500+00:00","month":"2026-11-01",'
+    # Money keeps every stored digit, in positional notation (never through a float).
+    encoded = dumps(value)
+    assert encoded == (
+        b'{"money":20.0000000000,"tiny":0.000001,"exact":5.500001000001100040000000000005,'
+        b'"exponent":0.000000000000000000000000000005,"large":100000000000000,'
+        b'"at":"2026-11-26T23:38:01.000500+00:00","month":"2026-11-01",'
         b'"event":"12345678-1234-5678-1234-567812345678"}'
     )
+    assert json.loads(encoded, parse_float=Decimal)["exact"] == Decimal("5.500001000001100040000000000005")
     with pytest.raises(TypeError):
         dumps({"unknown": object()})
+    for not_a_number in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(TypeError):
+            dumps({"money": Decimal(not_a_number)})
 
 
 def test_an_error_envelope_is_never_a_success_status() -> None:

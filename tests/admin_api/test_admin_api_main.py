@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_api_support import as_admin
+from admin_api_support import FROM_THE_EDGE, TEST_INTERNAL_TOKEN, as_admin
 from local_ports import free_port
 
 import admin_api.__main__ as entry
@@ -29,6 +29,7 @@ def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BRPROXY_ADMIN_PORT", "19999")
     monkeypatch.setenv("BRPROXY_WORKERS", "4")
     monkeypatch.setenv("BRPROXY_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("BRPROXY_INTERNAL_TOKEN", TEST_INTERNAL_TOKEN)
 
     entry.main()
 
@@ -73,6 +74,7 @@ def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
         "BRPROXY_AUTHZ_PORT": str(free_port()),
         "BRPROXY_TRANSLATOR_PORT": str(free_port()),
         "BRPROXY_METER_PORT": str(free_port()),
+        "BRPROXY_INTERNAL_TOKEN": TEST_INTERNAL_TOKEN,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "admin_api"],
@@ -87,7 +89,7 @@ def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
             while True:
                 assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
                 try:
-                    listed = client.get("/admin/api-key/list", headers=as_admin())
+                    listed = client.get("/admin/api-key/list", headers=as_admin() | FROM_THE_EDGE)
                     break
                 except httpx.TransportError:
                     assert time.monotonic() < deadline, "admin API did not start"

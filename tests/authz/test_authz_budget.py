@@ -61,7 +61,7 @@ def test_old_reservations_expire() -> None:
     ledger.set_grant(1, D("2"), D(0))
     ledger.try_reserve(1, "old", D("1"), now=0.0)
     ledger.try_reserve(1, "new", D("1"), now=TTL_S)
-    assert ledger.expire(now=TTL_S + 1) == 1
+    assert len(ledger.expire(now=TTL_S + 1)) == 1
     assert ledger.reserved(1) == D("1")
 
 

@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
-import asyncpg
 import pytest
+from authz_support import MONTH, new_key, sql
 
 from authz.budget import Ledger
 from authz.budget_store import CHUNK_REQUESTS, LOW_WATER_REQUESTS, BudgetStore
 from authz.rate_limit import RateLimiter, window_of
-from core.quota import billing_month
-
-MONTH = billing_month("UTC")
-
-
-def sql(url: str, query: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(url)
-        try:
-            return list(await connection.fetch(query, *args))
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
-
-
-def new_key(url: str, *, balance: str = "0", quota: str = "0") -> int:
-    rows = sql(
-        url,
-        "INSERT INTO api_keys (name, key_hash, key_prefix, month_quota, balance, fee_month)"
-        " VALUES ('k', $1, 'br-test', $2, $3, $4) RETURNING id",
-        uuid.uuid4().bytes,
-        Decimal(quota),
-        Decimal(balance),
-        MONTH,
-    )
-    return int(rows[0]["id"])
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +158,7 @@ def test_rate_limit_holds_across_replicas(
     assert replicas[0].take_permit(key, 20, now) is not None  # the refusal says how long to wait
 
 
-def test_a_stopped_replica_gives_its_grants_back(database_url: str) -> None:
+def test_a_stopped_replica_gives_its_grants_back_and_holds_its_calls(database_url: str) -> None:
     key = new_key(database_url, balance="0.05")
     first = BudgetStore(database_url, Ledger(), RateLimiter())
     first.start()
@@ -197,3 +168,6 @@ def test_a_stopped_replica_gives_its_grants_back(database_url: str) -> None:
     assert sql(database_url, "SELECT count(*) AS n FROM budget_grants WHERE key_id = $1", key)[0]["n"] == 1
     first.stop()
     assert sql(database_url, "SELECT count(*) AS n FROM budget_grants WHERE key_id = $1", key)[0]["n"] == 0
+    # The call it admitted may still be running: its reservation, and only that, stays held.
+    rows = sql(database_url, "SELECT request_id, amount FROM held_reservations WHERE key_id = $1", key)
+    assert [(r["request_id"], r["amount"]) for r in rows] == [("x", Decimal("0.01"))]

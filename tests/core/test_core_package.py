@@ -11,15 +11,18 @@ import pytest
 import core
 
 EXPECTED = [
+    "admission",
     "api_keys",
     "asgi_serving",
     "catalogue",
     "catalogue_store",
     "errors",
     "heap",
+    "internal_auth",
     "internal_headers",
     "migrate",
     "pg_listen",
+    "postgres_text",
     "pricing",
     "quota",
     "service_logging",

@@ -40,7 +40,7 @@ def test_dockerfile_copies_every_package() -> None:
 def test_compose_file_validates() -> None:
     result = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-        env={"ADMIN_API_KEY": "x", "PATH": "/usr/bin:/bin"},
+        env={"ADMIN_API_KEY": "x", "BRPROXY_INTERNAL_TOKEN": "0" * 64, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
@@ -95,3 +95,23 @@ def test_only_the_edge_reaches_the_services_that_trust_its_headers() -> None:
         opened = {port["port"] for rule in spec["ingress"] for port in rule["ports"]}
         assert opened == listening
         assert allowed[component] <= set(pods)
+
+
+def test_every_service_and_the_edge_get_the_internal_token_from_the_secret() -> None:
+    """Each service refuses requests without BRPROXY_INTERNAL_TOKEN and Envoy adds it; a pod
+    without it would not start (or, the edge, not be trusted)."""
+    (secret,) = _documents("Secret")
+    assert "BRPROXY_INTERNAL_TOKEN" in secret["stringData"]
+    for deployment in _documents("Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        whole_secret = {"secretRef": {"name": secret["metadata"]["name"]}} in container.get("envFrom", [])
+        one_key = {
+            "name": "BRPROXY_INTERNAL_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": secret["metadata"]["name"], "key": "BRPROXY_INTERNAL_TOKEN"}
+            },
+        } in container.get("env", [])
+        assert whole_secret or one_key, deployment["metadata"]["name"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in ("authz", "meter", "translator", "admin-api", "edge"):
+        assert "BRPROXY_INTERNAL_TOKEN" in compose["services"][name]["environment"], name

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from load_client import Load, chat_body, run_load
 from stack_process import Stack, start_stack, stop_stack
 
+from authz.estimate import admission_for
 from core.catalogue import CATALOGUE
 from core.pricing import MILLION
 
@@ -52,6 +56,15 @@ def assert_every_success_billed_once(stack: Stack, key_id: int, load: Load, time
     )[0]
     assert totals["total_fee"] == totals["threads_fee"]
     assert totals["threads"] == totals["distinct_events"]
+    assert_spend_within_money(stack, key_id)
+
+
+def assert_spend_within_money(stack: Stack, key_id: int) -> None:
+    """The README's bound: a key never spends more than its money (its monthly quota, then its
+    balance), whatever failed. Spend beyond the quota comes out of the balance, so that is:
+    the balance never goes below zero."""
+    row = stack.sql("SELECT balance, month_fee, month_quota FROM api_keys WHERE id = $1", key_id)[0]
+    assert row["balance"] >= 0, dict(row)
 
 
 def _kill_and_wait_restart(stack: Stack, module: str, sig: int = signal.SIGKILL) -> None:
@@ -61,12 +74,19 @@ def _kill_and_wait_restart(stack: Stack, module: str, sig: int = signal.SIGKILL)
     for process in victims:
         process.send_signal(sig)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        fresh = [p for p in stack.processes(module) if p.pid not in old]
-        if fresh:
-            return
+    while not [p for p in stack.processes(module) if p.pid not in old]:
+        assert time.monotonic() < deadline, f"{module} was not restarted"
         time.sleep(0.1)
-    raise AssertionError(f"{module} was not restarted")
+    # Back in service (the next test's first call must not meet it starting).
+    with stack.client() as client:
+        while True:
+            try:
+                if client.get("/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{module} did not come back"
+            time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +94,7 @@ def _kill_and_wait_restart(stack: Stack, module: str, sig: int = signal.SIGKILL)
     [
         pytest.param("-m meter", id="meter-sigkill"),
         pytest.param("-m translator", id="translator-sigkill"),
+        pytest.param("-m authz", id="authz-sigkill"),
     ],
 )
 def test_killed_service_mid_load_loses_no_billing(stack: Stack, victim: str) -> None:
@@ -85,7 +106,12 @@ def test_killed_service_mid_load_loses_no_billing(stack: Stack, victim: str) -> 
     bodies = [chat_body(i, stream=(i % 3 == 0)) for i in range(LOAD)]
     load = asyncio.run(run_load(stack.base_url, stack.verify, key["api_key"], bodies, CONCURRENCY, kill))
     statuses = collections.Counter((o.status, (o.error or "")[:60]) for o in load.outcomes)
-    assert len(load.ok) >= LOAD * 0.8, statuses
+    if victim == "-m authz":
+        # Nothing is admitted while authz restarts: those requests fail cleanly (503), no more.
+        assert {o.status for o in load.outcomes} <= {200, 503}, statuses
+        assert len(load.ok) >= LOAD // 5, statuses
+    else:
+        assert len(load.ok) >= LOAD * 0.8, statuses
     if victim == "-m meter":
         # The request path never waits on the meter: nothing failed while it was down.
         assert len(load.ok) == LOAD
@@ -151,6 +177,100 @@ def test_fifty_concurrent_streams_cannot_spend_past_the_balance(stack: Stack) ->
     # Every estimate covered its actual cost, so the documented bound is zero: no overspend.
     assert row["total_fee"] <= balance
     assert row["balance"] >= 0
+
+
+def _stream_until(
+    stack: Stack, key: str, body: dict[str, Any], tokens: int, open_: contextlib.ExitStack
+) -> tuple[str, str, Iterator[str]]:
+    """Start a stream and read it until `tokens` content deltas have arrived; returns the request
+    id, the text received and the rest of the stream's lines (open until `open_` closes)."""
+    client = open_.enter_context(stack.client(key))
+    response = open_.enter_context(client.stream("POST", "/v1/chat/completions", json=body))
+    assert response.status_code == 200
+    text, received = [], 0
+    lines = response.iter_lines()
+    for line in lines:
+        if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+            text.append(orjson.loads(line[6:])["choices"][0]["delta"]["content"])
+            received += 1
+            if received >= tokens:
+                break
+    return response.headers["x-request-id"], "".join(text), lines
+
+
+def _slow_stream(max_tokens: int, tokens: int, per_second: int) -> dict[str, Any]:
+    body = chat_body(0, tokens=tokens, stream=True, max_tokens=max_tokens)
+    body["messages"][0]["content"] += f" [[sim:tokens_per_second={per_second}]]"
+    return body
+
+
+def _admitted_again_within(stack: Stack, key: str, seconds: float, failure: str) -> None:
+    """A call as dear as the slow streams' is admitted (and served) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    with stack.client(key) as client:
+        small = _slow_stream(max_tokens=20_000, tokens=5, per_second=0)
+        while (status := client.post("/v1/chat/completions", json=small).status_code) == 429:
+            assert time.monotonic() < deadline, failure
+            time.sleep(0.2)
+        assert status == 200
+
+
+def _reservation(body: dict[str, Any]) -> Decimal:
+    """What authz reserves for a body (core/admission.py: the same reading)."""
+    raw = orjson.dumps(body)
+    return admission_for("/v1/chat/completions", raw, CATALOGUE).cost
+
+
+def test_a_translator_killed_mid_stream_bills_what_was_sent_and_frees_the_rest(stack: Stack) -> None:
+    """SIGKILL after the client received 300 tokens: the successor bills at least those (an
+    estimate: Bedrock's count never came) within seconds, and frees the rest of the money."""
+    body = _slow_stream(max_tokens=20_000, tokens=20_000, per_second=400)
+    reserved = _reservation(body)
+    money = (reserved * Decimal("1.5")).quantize(Decimal("0.000001"))  # one such call at a time
+    key = stack.create_key("translator-killed-mid-stream", month_quota=0, balance=str(money))
+    with contextlib.ExitStack() as open_:
+        request_id, text, rest = _stream_until(stack, key["api_key"], body, 300, open_)
+        with stack.client(key["api_key"]) as other:  # the money is held for the running call
+            assert other.post("/v1/chat/completions", json=body).status_code == 429
+        _kill_and_wait_restart(stack, "-m translator")
+        with pytest.raises(httpx.HTTPError):
+            for _ in rest:
+                pass
+    rows = stack.wait_for("SELECT * FROM threads WHERE event_id = $1::uuid", request_id, timeout=15)
+    assert rows, "a stream whose translator died must still be billed"
+    thread = rows[0]
+    assert thread["estimated"] is True and thread["status"] == "error"
+    assert thread["completion"].startswith(text)  # everything the client received, at least
+    assert thread["tokens_out"] >= 300 and thread["tokens_out"] < 20_000
+    # The rest of the reservation is free again: the same call is admitted at once.
+    _admitted_again_within(stack, key["api_key"], 10, "the dead translator's reservation was never freed")
+    assert_spend_within_money(stack, key["id"])
+
+
+def test_an_authz_killed_mid_stream_keeps_the_running_calls_reservation(stack: Stack) -> None:
+    """The new authz knows the money the running call holds: it refuses a call the money no
+    longer covers, and admits it once the first call is billed."""
+    body = _slow_stream(max_tokens=20_000, tokens=2_500, per_second=100)
+    reserved = _reservation(body)
+    money = (reserved * Decimal("1.5")).quantize(Decimal("0.000001"))
+    key = stack.create_key("authz-killed-mid-stream", month_quota=0, balance=str(money))
+    with contextlib.ExitStack() as open_:
+        request_id, _, rest = _stream_until(stack, key["api_key"], body, 100, open_)
+        _kill_and_wait_restart(stack, "-m authz")
+        with stack.client(key["api_key"]) as other:
+            deadline = time.monotonic() + 20
+            while (status := other.post("/v1/chat/completions", json=body).status_code) == 503:
+                assert time.monotonic() < deadline, "authz did not come back"
+                time.sleep(0.1)  # the new authz is starting
+            assert status == 429, "the new authz forgot the running call's reservation"
+            # Also once the dead process's grant is old: what it reserved is still held.
+            time.sleep(12)
+            assert other.post("/v1/chat/completions", json=body).status_code == 429
+        lines = [line for line in rest if line]
+        assert lines[-1] == "data: [DONE]"
+    assert stack.wait_for("SELECT 1 FROM threads WHERE event_id = $1::uuid", request_id)
+    _admitted_again_within(stack, key["api_key"], 10, "the recorded call's reservation was never freed")
+    assert_spend_within_money(stack, key["id"])
 
 
 def test_refusal_explains_the_estimate(stack: Stack) -> None:

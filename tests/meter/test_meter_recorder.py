@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
@@ -384,3 +385,41 @@ async def test_a_nul_in_the_end_user_does_not_fail_the_batch(db: asyncpg.Connect
     assert await record_batch(db, [good, poisoned], MONTH) == 2
     stored = await db.fetchval("SELECT end_user FROM threads WHERE event_id = $1", poisoned.event_id)
     assert stored == "end\ufffduser"
+
+
+async def test_no_client_text_can_fail_the_batch_and_the_fee_stays_exact(db: asyncpg.Connection) -> None:
+    # A failed batch is retried forever and holds back every event behind it; whatever text a
+    # client (or a caller that skipped the translator) puts in an event, the batch commits.
+    key_id = await insert_key(db, balance=D(1))
+    good = row(key_id, session="clean")
+    odd, _ = price_event(
+        UsageEvent(
+            event_id=str(uuid.uuid4()),
+            key_id=key_id,
+            model="claude-3-haiku\x00",
+            bedrock_model_id="anthropic.claude-3-haiku-20240307-v1:0",
+            occurred_at=1_748_779_200.0,
+            input_tokens=1000,
+            output_tokens=500,
+            client_session_id="s\ud800",
+            prompt="half a pair \ud83d here",
+            completion="\udfff and NUL \x00",
+            whole_prompt=[{"role": "user", "content": "\ud800", "k\udc00": ["\x00"]}],
+            user="u\ud800",
+            api="openai.chat\x00",
+            status="ok",
+        )
+    )
+    assert await record_batch(db, [good, odd], MONTH) == 2
+    stored = await db.fetchrow("SELECT * FROM threads WHERE event_id = $1", odd.event_id)
+    assert stored is not None
+    assert (stored["model"], stored["api"]) == ("claude-3-haiku\ufffd", "openai.chat\ufffd")
+    assert stored["prompt"] == "half a pair \ufffd here"
+    assert stored["completion"] == "\ufffd and NUL \ufffd"
+    assert json.loads(stored["whole_prompt"]) == [
+        {"role": "user", "content": "\ufffd", "k\ufffd": ["\ufffd"]}
+    ]
+    assert stored["end_user"] == "u\ufffd"
+    assert (stored["tokens_in"], stored["tokens_out"], stored["fee"]) == (1000, 500, D("0.000875"))
+    assert set(await sessions_of(db, key_id)) == {"clean", "s\ufffd"}
+    assert (await key_state(db, key_id))["total_fee"] == D("0.000875") * 2

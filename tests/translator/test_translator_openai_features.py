@@ -48,7 +48,10 @@ def test_cache_points_are_dropped_for_models_without_caching() -> None:
 
 def test_deepseek_reasons_without_a_thinking_config() -> None:
     converse = request(reasoning_effort="high").to_converse(entry("deepseek-r1"))
-    assert "additionalModelRequestFields" not in converse and "inferenceConfig" not in converse
+    # Nothing to switch on; the effort still sizes the output ceiling (sent explicitly: it is
+    # what authz reserved for, never the model's own larger default).
+    assert "additionalModelRequestFields" not in converse
+    assert converse["inferenceConfig"] == {"maxTokens": 16384 + 4096}
     kept = request(reasoning_effort="high", max_tokens=50000).to_converse(entry("deepseek-r1"))
     assert kept["inferenceConfig"] == {"maxTokens": 50000}
 

@@ -45,8 +45,8 @@ def test_to_converse(openai: dict[str, Any], converse: dict[str, Any]) -> None:
 def test_to_converse_keeps_integer_zero_temperature() -> None:
     raw = b'{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0,"top_p":0.0}'
     config = OpenAIChatRequest.parse(raw).to_converse()["inferenceConfig"]
-    assert config == {"temperature": 0, "topP": 0.0}
-    assert orjson.dumps(config) == b'{"temperature":0,"topP":0.0}'
+    assert config == {"maxTokens": 4096, "temperature": 0, "topP": 0.0}
+    assert orjson.dumps(config) == b'{"maxTokens":4096,"temperature":0,"topP":0.0}'
 
 
 def test_brclient_penalties_are_accepted_and_not_forwarded() -> None:
