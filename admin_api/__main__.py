@@ -1,4 +1,4 @@
-"""`python -m admin_api`: serve the admin API with uvicorn on `bind_host:admin_port`."""
+"""`python -m admin_api`: serve the admin API with uvicorn on its socket (or `bind_host:admin_port`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def main() -> None:
         "admin_api.app:create_app",
         host=settings.bind_host,
         port=settings.admin_port,
+        socket_path=settings.service_socket("admin"),
         workers=settings.workers,
         log_level=settings.log_level.lower(),
         log_config=_log_config(settings.log_level),

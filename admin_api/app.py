@@ -19,7 +19,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from admin_api.envelope import ApiError, EnvelopeResponse, error
 from admin_api.routes import routers
-from admin_api.routes.health import CHECK_TIMEOUT_S, HealthChecker, grpc_target
+from admin_api.routes.health import HealthChecker, service_client
 from core.heap import freeze_startup_heap
 from core.internal_auth import InternalToken, log_refusal
 from core.internal_headers import INTERNAL_TOKEN
@@ -194,15 +193,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             stack.push_async_callback(pool.close)
             # Internal calls never go through an HTTP proxy from the environment.
-            http = httpx.AsyncClient(timeout=CHECK_TIMEOUT_S, trust_env=False)
-            stack.push_async_callback(http.aclose)
+            translator = service_client(settings, "translator")
+            stack.push_async_callback(translator.aclose)
+            meter = service_client(settings, "meter")
+            stack.push_async_callback(meter.aclose)
             authz = grpc.aio.insecure_channel(
-                grpc_target(settings.authz_host, settings.authz_port),
-                options=[("grpc.enable_http_proxy", 0)],
+                settings.authz_grpc_target, options=[("grpc.enable_http_proxy", 0)]
             )
             stack.push_async_callback(authz.close)
             app.state.pool = pool
-            app.state.health = HealthChecker(settings, pool, http, authz)
+            app.state.health = HealthChecker(pool, authz, translator=translator, meter=meter)
             freeze_startup_heap()
             yield
 

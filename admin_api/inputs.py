@@ -135,6 +135,8 @@ async def _parsed(request: Request) -> Any:
         return await request.json()
     except json.JSONDecodeError:
         raise ApiError(400, "body: malformed JSON") from None
+    except UnicodeDecodeError:  # before ValueError: it is one
+        raise ApiError(400, "body: not UTF-8 text") from None
     except RecursionError:
         raise ApiError(400, "body: nested too deeply") from None
     except ValueError:  # an integer beyond Python's digit limit for int()

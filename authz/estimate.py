@@ -36,8 +36,9 @@ def admission_for(path: str, raw: bytes, catalogue: Catalogue) -> Admission:
     if api is None:
         raise BodyRefused(f"Unknown route POST {path}.", status=404, code="unknown_url")
     model_message = "model: Field required" if api == "anthropic.messages" else "model is required"
-    body, model = parse_json_object(raw, model_message)
-    bound = call_bound(api, body, model, len(raw))
+    parsed = parse_json_object(raw, model_message)
+    model = parsed.model
+    bound = call_bound(api, parsed.body, model, parsed.size)
     resolved = catalogue.resolve(model)
     if resolved is None or not resolved.entry.enabled:
         raise unknown_model(model)

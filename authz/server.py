@@ -39,6 +39,7 @@ from core.internal_auth import InternalToken, log_refusal
 from core.internal_headers import ADMITTED, INTERNAL_TOKEN, KEY_ID, KEY_ROLE
 from core.quota import billing_month, headroom, spends_money
 from core.settings import Settings
+from core.unix_sockets import prepare_to_listen, restrict_to_owner
 
 __all__ = ["AuthorizationService", "serve"]
 
@@ -244,6 +245,9 @@ def _internal_token_of(context: grpc.ServicerContext) -> str | None:
 def serve(settings: Settings) -> None:
     """Run authz until SIGTERM/SIGINT."""
     internal_token = InternalToken.from_settings(settings)  # stops here without one
+    socket_path = settings.service_socket("authz")
+    if socket_path is not None:  # stops here if the socket cannot be made, before any thread starts
+        prepare_to_listen(socket_path)
     keys = KeyCache(settings.require_database_url(), settings.key_resync_interval_s)
     keys.start()
     store = BudgetStore(
@@ -264,8 +268,13 @@ def serve(settings: Settings) -> None:
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{settings.bind_host}:{settings.authz_port}"
-    server.add_insecure_port(address)
+    if socket_path is None:
+        address = f"{settings.bind_host}:{settings.authz_port}"
+        server.add_insecure_port(address)
+    else:
+        address = f"unix:{socket_path}"
+        server.add_insecure_port(address)  # bound (and listening) now, before start()
+        restrict_to_owner(socket_path)
     freeze_startup_heap()
     server.start()
 

@@ -646,6 +646,11 @@ def _echo(last_user_text: str) -> str:
     return " ".join(_DIRECTIVE_RE.sub(" ", last_user_text).split())[:_ECHO_CHARS].rstrip()
 
 
+def _tool_tokens(block: OutputBlock) -> int:
+    """A tool call's output tokens: a quarter of its input's JSON."""
+    return (len(orjson.dumps(block.input)) + 3) // 4
+
+
 def _plan_chunks(last_user_text: str, count: int, lead: str = "Simulated answer to:") -> list[str]:
     echo = _echo(last_user_text)
     words = [*lead.split(), *echo.split()] if echo else lead.split()[:2]
@@ -739,10 +744,17 @@ def _cut_at_stop(chunks: list[str], stops: Any) -> tuple[list[str], str | None]:
     return list(split_tokens(text[:cut])), stop
 
 
-def converse(request: Any, *, default_output_tokens: int, cache: PromptCache | None = None) -> ConverseAnswer:
+def converse(
+    request: Any,
+    *,
+    default_output_tokens: int,
+    cache: PromptCache | None = None,
+    context_window: int | None = None,
+) -> ConverseAnswer:
     """Plan the answer to a Converse or ConverseStream request body (already JSON-decoded).
 
-    Raises ``SimulatedError`` for an invalid request and for an ``error=`` directive.
+    Raises ``SimulatedError`` for an invalid request, for a prompt longer than the model's
+    ``context_window`` (as Bedrock refuses one), and for an ``error=`` directive.
     """
     messages, system, config = _validate_converse(request)
     last_user_text = _last_user_text(messages)
@@ -783,17 +795,23 @@ def converse(request: Any, *, default_output_tokens: int, cache: PromptCache | N
             stop_reason = "stop_sequence"
             tool_calls = []
         blocks.append(OutputBlock("text", tuple(chunks)))
+    # Tool calls are output too: a model that runs out of room stops before (or in) them.
+    if tool_calls and room - len(chunks) < sum(_tool_tokens(call) for call in tool_calls):
+        tool_calls = []
+        stop_reason = "max_tokens"
     if tool_calls:
         blocks.extend(tool_calls)
         stop_reason = "tool_use"
 
     output = sum(
-        (len(orjson.dumps(b.input)) + 3) // 4 if b.kind == "tool" else len(b.chunks) or 1
-        for b in blocks
-        if b.kind != "text"
+        _tool_tokens(b) if b.kind == "tool" else len(b.chunks) or 1 for b in blocks if b.kind != "text"
     ) + len(chunks)
     tools = _tool_specs(request)
     input_tokens = count_input_tokens(system, messages, tools)
+    if context_window is not None and input_tokens > context_window:
+        raise SimulatedError(
+            "ValidationException", f"prompt is too long: {input_tokens} tokens > {context_window} maximum"
+        )
     cache_read = cache_write = 0
     prefix = _cached_prefix(tools, system, messages)
     if prefix is not None and cache is not None:

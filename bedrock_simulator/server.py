@@ -33,6 +33,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from core.catalogue import CATALOGUE
+
 from . import anthropic_messages
 from .config import SimulatorConfig
 from .embeddings import embed, is_embedding_model
@@ -134,6 +136,12 @@ async def _send_error(send: Send, error: SimulatedError, request_id: bytes) -> N
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def _context_window(model_id: str) -> int:
+    """The most prompt tokens the model takes (a million where it is not one we know)."""
+    resolved = CATALOGUE.resolve(model_id)
+    return resolved.entry.context_window if resolved is not None else 1_000_000
+
+
 def _parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -222,7 +230,10 @@ class BedrockSimulator:
 
     def _plan(self, request: _Request) -> ConverseAnswer:
         return converse(
-            _parse_json(request.body), default_output_tokens=self.config.output_tokens, cache=self.cache
+            _parse_json(request.body),
+            default_output_tokens=self.config.output_tokens,
+            cache=self.cache,
+            context_window=_context_window(request.model_id),
         )
 
     def _plan_anthropic(self, request: _Request) -> ConverseAnswer:
@@ -233,7 +244,12 @@ class BedrockSimulator:
                 "(Claude and embedding models only).",
             )
         converse_request = anthropic_messages.to_converse(_parse_json(request.body))
-        return converse(converse_request, default_output_tokens=self.config.output_tokens, cache=self.cache)
+        return converse(
+            converse_request,
+            default_output_tokens=self.config.output_tokens,
+            cache=self.cache,
+            context_window=_context_window(request.model_id),
+        )
 
     def _rate(self, answer: ConverseAnswer) -> float:
         rate = answer.directives.tokens_per_second

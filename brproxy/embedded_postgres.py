@@ -27,6 +27,7 @@ from pathlib import Path
 __all__ = ["EmbeddedPostgres", "postgres_bin_dir"]
 
 _SYSTEM_USER = "pgserver"
+_POSTGRES_ENVIRONMENT = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
 _DB_USER = "brproxy"
 _DB_NAME = "brproxy"
 
@@ -104,7 +105,12 @@ class EmbeddedPostgres:
             shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted initdb
         self.pgdata.mkdir(mode=0o700)
         pwfile = self.data_dir / ".initdb-pw"
-        pwfile.write_text(self.password_file.read_text().strip())
+        pwfile.unlink(missing_ok=True)
+        # 0600 before the password goes in: another local user must never read it, not even
+        # while initdb runs (it is the superuser's, and stays the same in `pg-password`).
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.password_file.read_text().strip())
         try:
             self._prepare_for_system_user(pwfile)
             subprocess.run(
@@ -136,8 +142,8 @@ class EmbeddedPostgres:
         _open_path_to(self.pgdata)
         _open_tree(self.bin.parent)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        # initdb reads it as that user: the file becomes its (still 0600, nobody else's).
         os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        # Only the owner may read the password file; as root we own it and postgres never reads it.
 
     def command(self) -> list[str]:
         """The foreground `postgres` command line."""
@@ -164,6 +170,17 @@ class EmbeddedPostgres:
             "-c",
             "log_checkpoints=off",
         ]
+
+    @staticmethod
+    def environment(environ: dict[str, str]) -> dict[str, str]:
+        """What the postgres process may see of our environment: the locale and the search path,
+        never a secret (the admin key, the internal token, AWS credentials, database URLs). A
+        database superuser can read its server's environment (`pg_read_binary_file`)."""
+        return {
+            name: value
+            for name, value in environ.items()
+            if name in _POSTGRES_ENVIRONMENT or name.startswith("LC_")
+        }
 
     def preexec(self) -> Callable[[], None] | None:
         """Switch to the system user in the child (only when running as root)."""

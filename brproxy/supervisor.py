@@ -26,6 +26,7 @@ import secrets
 import signal
 import socket
 import ssl
+import stat
 import sys
 import time
 import urllib.error
@@ -42,7 +43,7 @@ from brproxy.embedded_postgres import EmbeddedPostgres
 from brproxy.process_limits import raise_open_file_limit
 from core.internal_auth import generate_token, token_problem
 from core.migrate import apply_migrations
-from core.settings import Settings, database_url_from_env
+from core.settings import Settings, database_url_from_env, socket_dir_problem
 
 __all__ = ["Child", "StackOptions", "Supervisor", "public_port_problem", "run"]
 
@@ -175,9 +176,11 @@ class Supervisor:
             "BRPROXY_WORKERS": str(o.workers),
             "BRPROXY_BEDROCK_SIMULATOR": "1" if o.bedrock_simulator else "0",
         }
-        for name in ("authz", "translator", "meter", "admin", "simulator"):
-            variable = f"BRPROXY_{name.upper()}_PORT"
-            settings[variable] = os.environ.get(variable) or str(free_port())
+        # The services listen on Unix sockets only the stack's user can reach (core/unix_sockets.py),
+        # never on loopback ports, which any local user could connect to or take over while
+        # one restarts. The simulator stands in for AWS, outside that boundary: it keeps a port.
+        settings["BRPROXY_SOCKET_DIR"] = str(self._socket_dir())
+        settings["BRPROXY_SIMULATOR_PORT"] = os.environ.get("BRPROXY_SIMULATOR_PORT") or str(free_port())
         if self._internal_token is not None:  # in the environment only: never on a command line
             settings["BRPROXY_INTERNAL_TOKEN"] = self._internal_token
         if o.tls_cert is not None:
@@ -187,6 +190,28 @@ class Supervisor:
         env.update(settings)
         env.pop("DATABASE_URL", None)  # BRPROXY_DATABASE_URL is the one every child reads
         return env
+
+    @staticmethod
+    def _check_socket_dir(path: Path) -> None:
+        problem = socket_dir_problem(path)
+        if problem is not None:
+            raise StackFailed(
+                f"the data dir's path is too long for the services' Unix sockets ({path}: {problem}); "
+                "use a shorter --data-dir"
+            )
+
+    def _socket_dir(self) -> Path:
+        """`<data dir>/run`, where the services' sockets are: this user's alone (0700)."""
+        path = self.options.data_dir.absolute() / "run"
+        self._check_socket_dir(path)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise StackFailed(f"{path} must be a directory of this user's (remove it and start again)")
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            path.chmod(0o700)
+        return path
 
     def _translator_env(self, env: dict[str, str]) -> dict[str, str]:
         if not self.options.bedrock_simulator:
@@ -305,8 +330,15 @@ class Supervisor:
             raise StackFailed(problem)
 
     def _lock_data_dir(self) -> None:
-        self.options.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.options.data_dir / ".lock", "w")  # noqa: SIM115 - held for our lifetime
+        data_dir = self.options.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Other local users may at most pass through it (the embedded Postgres, run as its own
+        # user when we are root, must reach pgdata): never list it, never read or write in it.
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
+        if mode & 0o066:
+            data_dir.chmod(mode & ~0o066)
+        fd = os.open(data_dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        self._lock_file = os.fdopen(fd, "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -322,7 +354,13 @@ class Supervisor:
             log.info("created the embedded Postgres in %s", pg.pgdata)
         pg.log_file.parent.mkdir(parents=True, exist_ok=True)
         child = await self.start_child(
-            Child("postgres", pg.command(), dict(os.environ), stop_signal=signal.SIGINT, preexec=pg.preexec())
+            Child(
+                "postgres",
+                pg.command(),
+                pg.environment(dict(os.environ)),
+                stop_signal=signal.SIGINT,
+                preexec=pg.preexec(),
+            )
         )
         deadline = time.monotonic() + 60
         while True:
@@ -437,6 +475,7 @@ class Supervisor:
     async def start(self) -> Settings:
         started = time.monotonic()
         self._check_public_port()  # before anything is created or started
+        self._check_socket_dir(self.options.data_dir.absolute() / "run")
         self._lock_data_dir()
         before, after = raise_open_file_limit()  # every service started below inherits it
         if after != before:

@@ -21,5 +21,6 @@ __all__ = [
     "quota",
     "service_logging",
     "settings",
+    "unix_sockets",
     "usage",
 ]

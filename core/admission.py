@@ -52,6 +52,7 @@ __all__ = [
     "BodyRefused",
     "CallBound",
     "OutputCeiling",
+    "ParsedBody",
     "bound_cost",
     "call_bound",
     "input_price",
@@ -258,8 +259,29 @@ def paid_api(path: str) -> str | None:
     return _PAID_APIS.get(path)
 
 
-def parse_json_object(raw: bytes, model_message: str = "model is required") -> tuple[dict[str, Any], str]:
-    """A request body that must be a JSON object naming a model: (body, model)."""
+MAX_NESTING_HEADROOM = 8
+"""Levels of nesting kept free under the JSON writer's own limit (orjson writes at most 255):
+a usage event, a Bedrock request, a batch of events wrap a body in a few more."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBody:
+    """A model call's body, parsed, with the size that bounds its tokens."""
+
+    body: dict[str, Any]
+    model: str
+    size: int
+    """The larger of its size as received and as written again: a float like `1e15` comes back
+    as `1000000000000000.0`, in the Bedrock call as in this count."""
+
+
+def parse_json_object(raw: bytes, model_message: str = "model is required") -> ParsedBody:
+    """A request body that must be a JSON object naming a model.
+
+    Refused too (400): a body nested so deeply that it could not be written again (the JSON
+    reader takes deeper nesting than the writer), since the Bedrock call and the usage event
+    are built from it.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -269,7 +291,14 @@ def parse_json_object(raw: bytes, model_message: str = "model is required") -> t
     model = body.get("model")
     if not isinstance(model, str) or model == "":
         raise BodyRefused(model_message, "model")
-    return body, model
+    wrapped: Any = body
+    for _ in range(MAX_NESTING_HEADROOM):
+        wrapped = [wrapped]
+    try:
+        written = len(orjson.dumps(wrapped)) - 2 * MAX_NESTING_HEADROOM
+    except orjson.JSONEncodeError:
+        raise BodyRefused("The request body is nested too deeply.", "body") from None
+    return ParsedBody(body, model, max(len(raw), written))
 
 
 def call_bound(api: str, body: dict[str, Any], model: str, body_size: int) -> CallBound:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from core.unix_sockets import bind_listener, remove_listener, socket_identity
 
 __all__ = ["serve"]
 
@@ -57,11 +60,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(_CoalescingTransport(transport))  # type: ignore[arg-type]
 
 
-def serve(app_factory: str, *, host: str, port: int, workers: int = 1, **options: Any) -> None:
+def serve(
+    app_factory: str,
+    *,
+    host: str,
+    port: int,
+    socket_path: Path | None = None,
+    workers: int = 1,
+    **options: Any,
+) -> None:
     """Run `app_factory` (an import string of a zero-argument app factory) until SIGTERM.
 
     An import string with factory=True lets worker processes (workers > 1) build their own
     app, each with its own connections. `options` adds or overrides uvicorn settings.
+    With `socket_path` (Settings.service_socket) it listens there, not on host:port.
     """
     settings: dict[str, Any] = {
         "factory": True,
@@ -79,4 +91,16 @@ def serve(app_factory: str, *, host: str, port: int, workers: int = 1, **options
         "timeout_graceful_shutdown": 10,
     }
     settings.update(options)
-    uvicorn.run(app_factory, **settings)
+    if socket_path is None:
+        uvicorn.run(app_factory, **settings)
+        return
+    # Bound here, not by uvicorn's `uds`: uvicorn makes its socket 0666 (or keeps the mode of
+    # whatever file was at the path), and only a socket file is ours to replace.
+    listener = bind_listener(socket_path)
+    identity = socket_identity(socket_path)
+    del settings["host"], settings["port"]
+    try:
+        uvicorn.run(app_factory, fd=listener.fileno(), **settings)
+    finally:
+        listener.close()
+        remove_listener(socket_path, identity)

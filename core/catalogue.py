@@ -308,6 +308,9 @@ _CLAUDE_4_5 = _CLAUDE_REASONING | {"cache_ttl"}
 # is dropped together with the body fields it gates.
 _INTERLEAVED = "interleaved-thinking-2025-05-14"
 _CONTEXT_1M = "context-1m-2025-08-07"
+_WITH_CONTEXT_1M = 1_000_000
+"""The context window of a model Bedrock serves up to a million tokens with the beta above:
+what bounds a prompt (core/admission.py) is the most it can take."""
 _BETAS_4 = frozenset({_INTERLEAVED, "fine-grained-tool-streaming-2025-05-14", "computer-use-2025-01-24"})
 # context-management is left out: Bedrock refuses the `context_management` field Claude Code
 # sends with it ("Extra inputs are not permitted"), so both are dropped.
@@ -440,6 +443,7 @@ CATALOGUE = Catalogue(
             ("claude-sonnet-4-20250514", "claude-sonnet-4-0"),
             ("global", "us", "eu", "apac"),
             betas=_BETAS_4 | {_CONTEXT_1M},
+            context_window=_WITH_CONTEXT_1M,
         ),
         _anthropic(
             "claude-opus-4",
@@ -466,6 +470,7 @@ CATALOGUE = Catalogue(
             geo_premium=True,
             betas=_BETAS_4_5 | {_CONTEXT_1M},
             capabilities=_CLAUDE_4_5,
+            context_window=_WITH_CONTEXT_1M,
         ),
         _anthropic(
             "claude-haiku-4-5",
@@ -530,7 +535,7 @@ CATALOGUE = Catalogue(
             "nova-micro",
             "amazon.nova-micro-v1:0",
             "amazon",
-            _p("0.035", "0.14", "0.00875"),
+            _p("0.035", "0.14", "0.00875", "0.035"),
             ("amazon-nova-micro",),
             _US_EU_APAC,
             capabilities=frozenset({"tools", "caching"}),
@@ -540,7 +545,7 @@ CATALOGUE = Catalogue(
             "nova-lite",
             "amazon.nova-lite-v1:0",
             "amazon",
-            _p("0.06", "0.24", "0.015"),
+            _p("0.06", "0.24", "0.015", "0.06"),
             ("amazon-nova-lite",),
             _US_EU_APAC,
             capabilities=frozenset({"tools", "vision", "caching"}),
@@ -550,7 +555,7 @@ CATALOGUE = Catalogue(
             "nova-pro",
             "amazon.nova-pro-v1:0",
             "amazon",
-            _p("0.8", "3.2", "0.2"),
+            _p("0.8", "3.2", "0.2", "0.8"),
             ("amazon-nova-pro",),
             _US_EU_APAC,
             capabilities=frozenset({"tools", "vision", "caching"}),

@@ -1,7 +1,8 @@
 """The per-deployment internal token: how a service tells a request that came through the edge.
 
-The services behind Envoy trust the `x-brproxy-*` headers that name the caller, and they
-listen where other local users (or, in Kubernetes, other pods) can reach them. So Envoy adds
+The services behind Envoy trust the `x-brproxy-*` headers that name the caller. On one
+machine they listen on Unix sockets only their owner may use (core/unix_sockets.py); in
+Kubernetes or Compose on TCP, where other pods can reach them. Either way Envoy adds
 one more header to everything it sends them, `x-brproxy-internal-token` (on the gRPC
 call to authz, as metadata), carrying a secret only the deployment knows: `brproxy up`
 makes one per data dir, and Kubernetes or Compose hand it over from a Secret. Every

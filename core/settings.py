@@ -11,14 +11,34 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.internal_auth import token_problem
+from core.unix_sockets import socket_path_problem
 
-__all__ = ["Settings", "database_url_from_env", "settings_problems"]
+__all__ = [
+    "SERVICES",
+    "Service",
+    "Settings",
+    "database_url_from_env",
+    "settings_problems",
+    "socket_dir_problem",
+]
+
+Service = Literal["authz", "translator", "meter", "admin"]
+"""The internal services behind the edge (the admin API is `admin`, as in its settings)."""
+SERVICES: tuple[Service, ...] = ("authz", "translator", "meter", "admin")
+
+
+def socket_dir_problem(directory: Path) -> str | None:
+    """Why the services' sockets cannot be in `directory` (its longest would be too long), or None."""
+    longest = max(SERVICES, key=len)
+    problem = socket_path_problem(directory / f"{longest}.sock")
+    return None if problem is None else f"with `{longest}.sock` it is {problem}"
 
 
 def database_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
@@ -91,8 +111,25 @@ class Settings(BaseSettings):
                 raise ValueError(problem)
         return value
 
+    socket_dir: Path | None = None
+    """On one machine: the internal services (authz, translator, meter, admin API) listen on,
+    and are reached at, Unix sockets in this directory (`authz.sock`, `translator.sock`,
+    `meter.sock`, `admin.sock`: `service_socket`), never on TCP ports. `brproxy up` sets it
+    to `<data dir>/run`, mode 0700: no other local user can connect to a service or take its
+    name, not even while it restarts (a loopback port, they could). Unset (Kubernetes,
+    Compose: each pod has its own network namespace), they use TCP on the `*_host`/`*_port`
+    below. Either way, every request carries the internal token."""
+
+    @field_validator("socket_dir")
+    @classmethod
+    def _socket_paths_fit(cls, value: Path | None) -> Path | None:
+        problem = None if value is None else socket_dir_problem(value)
+        if problem is not None:  # never the path itself: no setting's value is shown
+            raise ValueError(f"too long: {problem}; use a shorter directory")
+        return value
+
     bind_host: str = "127.0.0.1"
-    """Address the internal services (authz, translator, meter, admin API) listen on."""
+    """Address the internal services listen on over TCP (without `socket_dir`)."""
 
     authz_host: str = "127.0.0.1"
     """Where Envoy and the health check reach the authz gRPC service."""
@@ -131,6 +168,16 @@ class Settings(BaseSettings):
     Longer than common clients keep an idle connection pooled (Go's 90 s, httpx's 5 s), so
     they seldom send a request on a connection the edge is just closing."""
 
+    request_timeout_s: float = Field(default=300.0, ge=1, le=86_400)
+    """Seconds a request (headers and body) may take to arrive whole; a body trickled in more
+    slowly is cut (408). Time to send a 32 MiB body at 1 Mbit/s, with room; never a limit on
+    the answer, which may stream for as long as the call runs."""
+
+    edge_max_heap_mb: int = Field(default=1024, ge=64, le=1024 * 1024)
+    """Memory the edge may use, mostly for request bodies it buffers (authz reads a model
+    call's whole body before the call is admitted): near it, the streams holding the most
+    memory are reset, and new requests refused (503) until memory is back."""
+
     bedrock_simulator: bool = False
     """True when the translator talks to the local Bedrock simulator instead of AWS."""
 
@@ -156,13 +203,50 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    def service_socket(self, service: Service) -> Path | None:
+        """The Unix socket `service` listens on and is reached at; None: TCP (no `socket_dir`)."""
+        if self.socket_dir is None:
+            return None
+        return self.socket_dir.absolute() / f"{service}.sock"
+
+    def service_address(self, service: Service) -> Path | tuple[str, int]:
+        """Where `service` is reached: its Unix socket, else (host, port)."""
+        socket = self.service_socket(service)
+        if socket is not None:
+            return socket
+        return {
+            "authz": (self.authz_host, self.authz_port),
+            "translator": (self.translator_host, self.translator_port),
+            "meter": (self.meter_host, self.meter_port),
+            "admin": (self.admin_host, self.admin_port),
+        }[service]
+
+    def service_url(self, service: Service) -> str:
+        """The base URL of an HTTP service. With a socket it names the service only (the
+        Host header); the connection goes to `service_socket`, never to that name."""
+        address = self.service_address(service)
+        if isinstance(address, Path):
+            return f"http://{service}"
+        host, port = address
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{port}"
+
+    @property
+    def authz_grpc_target(self) -> str:
+        """The gRPC target of authz: `unix:/path`, or `host:port` (an IPv6 literal in brackets)."""
+        address = self.service_address("authz")
+        if isinstance(address, Path):
+            return f"unix:{address}"
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
     @property
     def meter_url(self) -> str:
-        return f"http://{self.meter_host}:{self.meter_port}"
+        return self.service_url("meter")
 
     @property
     def translator_url(self) -> str:
-        return f"http://{self.translator_host}:{self.translator_port}"
+        return self.service_url("translator")
 
     @property
     def simulator_url(self) -> str:

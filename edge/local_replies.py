@@ -139,7 +139,9 @@ def _pathless(when: AccessLogFilter, status: int, message: str) -> ResponseMappe
     )
 
 
-def local_replies(*, max_body_bytes: int, request_headers_timeout_s: float) -> LocalReplyConfig:
+def local_replies(
+    *, max_body_bytes: int, request_headers_timeout_s: float, request_timeout_s: float = 300
+) -> LocalReplyConfig:
     """Every local reply of the edge in its client's error shape; authz's own refusals untouched.
 
     Kept short: every mapper is built again for each of the listener's filter chains
@@ -150,6 +152,10 @@ def local_replies(*, max_body_bytes: int, request_headers_timeout_s: float) -> L
         f"and {MAX_REQUEST_HEADERS_COUNT} headers)."
     )
     headers_too_slow = f"The request's headers did not arrive within {request_headers_timeout_s:g} s."
+    request_too_slow = f"The request did not arrive whole within {request_timeout_s:g} s."
+    # Envoy's own text (it is empty for some refusals, e.g. a path it cannot normalise) and
+    # its reason code, so the message is never empty.
+    refused = f"The edge refused the request: {_ENVOY_BODY} (%RESPONSE_CODE_DETAILS%)."
     return LocalReplyConfig(
         mappers=[
             # authz's own refusals: already in the client's shape, passed on as they are.
@@ -162,6 +168,9 @@ def local_replies(*, max_body_bytes: int, request_headers_timeout_s: float) -> L
             _pathless(_status_range(426, 426), 426, "HTTP/1.0 is not supported: use HTTP/1.1 or HTTP/2."),
             _pathless(_status_range(431, 431), 431, headers_too_large),
             _pathless(_status_range(400, 499), 400, "Malformed HTTP request (%RESPONSE_CODE_DETAILS%)."),
+            _pathless(
+                _status_range(500, 599), 500, "The edge cannot handle this request (%RESPONSE_CODE_DETAILS%)."
+            ),
             *_shaped(_status_range(404, 404), 404, _ENVOY_BODY, code="unknown_url"),
             *_shaped(
                 _status_range(413, 413),
@@ -169,7 +178,8 @@ def local_replies(*, max_body_bytes: int, request_headers_timeout_s: float) -> L
                 f"The request body is larger than {max_body_bytes / 2**20:g} MiB.",
             ),
             *_shaped(_status_range(431, 431), 431, headers_too_large),
-            *_shaped(_status_range(400, 499), 400, f"{_ENVOY_BODY} (%RESPONSE_CODE_DETAILS%)."),
+            *_shaped(_status_range(408, 408), 408, request_too_slow),
+            *_shaped(_status_range(400, 499), 400, refused),
             *_shaped(_status_range(503, 503), 503, _ENVOY_BODY),
             *_shaped(_status_range(500, 599), 500, _ENVOY_BODY),
         ]

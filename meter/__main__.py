@@ -15,4 +15,9 @@ def create_app() -> MeterApp:
 if __name__ == "__main__":
     settings = Settings()
     configure_logging("meter", settings.log_level)
-    serve("meter.__main__:create_app", host=settings.bind_host, port=settings.meter_port)
+    serve(
+        "meter.__main__:create_app",
+        host=settings.bind_host,
+        port=settings.meter_port,
+        socket_path=settings.service_socket("meter"),
+    )

@@ -57,6 +57,18 @@ def connect_as_nobody(path: Path) -> str:
     return done.stdout.strip()
 
 
+def python_as_nobody(code: str, *args: str) -> subprocess.Popen[str]:
+    """`code` run by the system Python as uid 65534, its stdout a text pipe."""
+    return subprocess.Popen(
+        [_PYTHON, "-c", code, *args],
+        preexec_fn=_become_nobody,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+
+
 @contextmanager
 def directory_anyone_may_enter() -> Iterator[Path]:
     """A fresh directory under /tmp that every user may traverse (pytest's own are 0700)."""

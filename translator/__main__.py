@@ -22,5 +22,6 @@ if __name__ == "__main__":
         "translator.__main__:create_app",
         host=settings.bind_host,
         port=settings.translator_port,
+        socket_path=settings.service_socket("translator"),
         workers=settings.workers,
     )

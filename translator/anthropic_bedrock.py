@@ -152,10 +152,13 @@ class AnthropicRequest:
     model: str
     body: dict[str, Any]
     stream: bool = False
+    size: int = 0
+    """What bounds the prompt's tokens (`core.admission.ParsedBody.size`)."""
 
     @classmethod
     def parse(cls, raw: bytes, *, count_tokens: bool = False) -> AnthropicRequest:
-        body, model = json_body(raw, "model: Field required")
+        parsed = json_body(raw, "model: Field required")
+        body, model = parsed.body, parsed.model
         if not count_tokens:
             max_tokens = body.get("max_tokens")
             require(
@@ -202,7 +205,7 @@ class AnthropicRequest:
         require(
             stream is None or isinstance(stream, bool), "stream: Input should be a valid boolean", "stream"
         )
-        return cls(model=model, body=body, stream=bool(stream))
+        return cls(model=model, body=body, stream=bool(stream), size=parsed.size)
 
     def to_bedrock(self, entry: ModelEntry, client_betas: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
         """The InvokeModel body for `entry`, and the betas dropped (for the log)."""

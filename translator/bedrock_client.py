@@ -30,6 +30,7 @@ import botocore.session
 import orjson
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 
+from core.admission import MAX_CALL_SECONDS
 from translator.bedrock_errors import BedrockError
 from translator.eventstream import EventStreamDecoder, InvalidEventStream
 from translator.pooled_http import HttpFailure, HttpResponse, PooledHttp
@@ -276,12 +277,14 @@ class BedrockRuntime:
                 self._load_off_loop(self._load_credentials), name="aws-credentials"
             )
         # Long generations are normal: no overall deadline, only for connecting and for silence.
+        # A non-streamed answer is silent until it is whole, which may take as long as Bedrock
+        # lets one inference run (an hour): given up on earlier, it would cost us and bill nobody.
         self._http = PooledHttp(
             self.endpoint_url,
             proxy=self.proxy,
             ca_bundle=self._ca_bundle,
             connect_timeout_s=10,
-            read_timeout_s=900,
+            read_timeout_s=MAX_CALL_SECONDS,
         )
         return self
 

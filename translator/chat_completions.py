@@ -15,7 +15,8 @@ from core.usage import UsageEvent
 from translator.asgi import Reply, Request, send_json
 from translator.bedrock_client import BedrockStream
 from translator.bedrock_errors import BedrockError
-from translator.gateway import Gateway, estimate_output, estimate_tokens
+from translator.converse_helpers import without_media
+from translator.gateway import Gateway, estimate_output
 from translator.openai_bedrock import ChatCompletionStream, InvalidRequest, OpenAIChatRequest, chat_completion
 from translator.sse import OPENAI_KEEPALIVE, SseResponse, relaying
 
@@ -36,14 +37,15 @@ async def chat_completions(gateway: Gateway, request: Request) -> None:
     except InvalidRequest as error:
         raise Reply.error(request.path, error.status, error.message, param=error.param) from None
     output_sent = converse["inferenceConfig"]["maxTokens"]
-    gateway.check_admitted(request, "openai.chat", chat.body, chat.model, len(raw), resolved, output_sent)
+    gateway.check_admitted(request, "openai.chat", chat.body, chat.model, chat.size, resolved, output_sent)
     event = gateway.usage_event(
         request,
         chat.model,
         resolved,
         stream=chat.stream,
         prompt=chat.last_user_text(),
-        whole_prompt=chat.messages,
+        # The chat log keeps the words; images only as a note (b"base64": nothing to strip).
+        whole_prompt=without_media(chat.messages) if b"base64" in raw else chat.messages,
         user=chat.user,
     )
     body = orjson.dumps(converse)
@@ -147,6 +149,8 @@ def _finish_stream_event(
         # Bedrock's usage report never arrived (the stream broke or the client left):
         # bill our estimate and say so on the thread.
         event.estimated = True
-        event.input_tokens = estimate_tokens(orjson.dumps(event.whole_prompt).decode())
+        # A quarter of what bounds the prompt: tools, schemas and system included, each image
+        # at its bound rather than its base64 (as authz reserved it).
+        event.input_tokens = request.input_estimate
         event.output_tokens = estimate_output(request, "".join(frames.generated))
     gateway.submit(request, event)

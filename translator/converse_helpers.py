@@ -11,7 +11,7 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from core.admission import BodyRefused, parse_json_object
+from core.admission import BodyRefused, ParsedBody, parse_json_object
 
 __all__ = [
     "CACHE_POINT",
@@ -22,6 +22,7 @@ __all__ = [
     "check_image_data",
     "json_body",
     "require",
+    "without_media",
 ]
 
 MAX_IMAGE_BYTES = 3_750_000
@@ -54,8 +55,8 @@ def require(condition: bool, message: str, param: str | None) -> None:
         raise InvalidRequest(message, param)
 
 
-def json_body(raw: bytes, model_message: str = "model is required") -> tuple[dict[str, Any], str]:
-    """A request body that must be a JSON object naming a model: (body, model).
+def json_body(raw: bytes, model_message: str = "model is required") -> ParsedBody:
+    """A request body that must be a JSON object naming a model (and its measured size).
 
     The same parse authz reserved the call's cost from (`core.admission`), and the same errors.
     """
@@ -63,6 +64,32 @@ def json_body(raw: bytes, model_message: str = "model is required") -> tuple[dic
         return parse_json_object(raw, model_message)
     except BodyRefused as refusal:
         raise InvalidRequest(refusal.message, refusal.param) from None
+
+
+def without_media(value: Any) -> Any:
+    """A copy of a prompt for the chat log with each inline image's or document's data (base64,
+    up to megabytes) replaced by a short note of what it was: the log keeps the words, and a
+    usage event stays small enough to ship and to store."""
+    if isinstance(value, str):
+        if value.startswith("data:") and ";base64," in value:
+            kind, _, data = value[5:].partition(";base64,")
+            return f"[{kind}, {len(data) * 3 // 4} bytes, not kept]"
+        return value
+    if isinstance(value, list):
+        return [without_media(item) for item in value]
+    if isinstance(value, dict):
+        source = value.get("source")
+        if (
+            isinstance(source, dict)
+            and source.get("type") == "base64"
+            and isinstance(source.get("data"), str)
+        ):
+            kind = source.get("media_type") or "data"
+            data = source["data"]
+            note = f"[{kind}, {len(data) * 3 // 4} bytes, not kept]"
+            return {**value, "source": {**source, "data": note}}
+        return {key: without_media(item) for key, item in value.items()}
+    return value
 
 
 def check_image_data(data: Any, param: str) -> None:

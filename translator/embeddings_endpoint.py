@@ -32,7 +32,7 @@ async def embeddings(gateway: Gateway, request: Request) -> None:
         raise Reply.error(request.path, error.status, error.message, param=error.param) from None
     resolved = gateway.resolve(request.path, parsed.model, key_id, kind="embedding")
     # Nothing in the body but its size bounds an embedding call's cost.
-    gateway.check_admitted(request, "openai.embeddings", {}, parsed.model, len(raw), resolved, 0)
+    gateway.check_admitted(request, "openai.embeddings", {}, parsed.model, parsed.size, resolved, 0)
     try:
         bodies = parsed.bedrock_bodies(resolved.entry)
     except InvalidRequest as error:

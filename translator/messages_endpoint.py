@@ -29,7 +29,7 @@ from translator.anthropic_bedrock import (
 )
 from translator.asgi import Reply, Request, send_json
 from translator.bedrock_errors import BedrockError
-from translator.converse_helpers import InvalidRequest
+from translator.converse_helpers import InvalidRequest, without_media
 from translator.gateway import Gateway, estimate_output, estimate_tokens
 from translator.sse import ANTHROPIC_KEEPALIVE, SseResponse, relaying
 
@@ -85,7 +85,7 @@ async def messages(gateway: Gateway, request: Request) -> None:
     output_sent = body["max_tokens"]
     assert isinstance(output_sent, int)
     gateway.check_admitted(
-        request, "anthropic.messages", chat.body, chat.model, len(raw), resolved, output_sent
+        request, "anthropic.messages", chat.body, chat.model, chat.size, resolved, output_sent
     )
     if dropped:
         log.debug("dropped betas Bedrock does not take for %s: %s", resolved.entry.name, dropped)
@@ -99,7 +99,7 @@ async def messages(gateway: Gateway, request: Request) -> None:
         resolved,
         stream=chat.stream,
         prompt=chat.last_user_text(),
-        whole_prompt=chat.whole_prompt(),
+        whole_prompt=without_media(chat.whole_prompt()) if b"base64" in raw else chat.whole_prompt(),
         api="anthropic.messages",
     )
     model_id = resolved.bedrock_id
@@ -180,7 +180,7 @@ def _finish_stream_event(
         # gave the input; the output is our estimate, and the thread says so.
         event.estimated = True
         if not usage.input:
-            event.input_tokens = estimate_tokens(orjson.dumps(event.whole_prompt).decode())
+            event.input_tokens = request.input_estimate  # as in chat_completions.py
         event.output_tokens = max(usage.output, estimate_output(request, "".join(frames.generated)))
     gateway.submit(request, event)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import urllib.parse
 from pathlib import Path
@@ -26,24 +27,56 @@ from translator.inflight_journal import InflightJournal
 from translator.pooled_http import HttpFailure, PooledHttp
 from translator.usage_spool import Segment, UsageSpool
 
-__all__ = ["MeterSink"]
+__all__ = ["MeterSink", "shippable"]
 
 log = logging.getLogger("translator.meter")
 
 MAX_BATCH = 500
 """Events per batch; a full active segment is shipped before the interval ends."""
+MAX_BATCH_BYTES = 16 * 2**20
+"""A batch larger than this goes in parts (the meter takes at most 64 MiB in one request)."""
+MAX_EVENT_BYTES = 4 * 2**20
+"""An event's chat-log text beyond this is cut (see `shippable`): never its figures."""
 MEMORY_CAP = 200_000
 """Events kept in memory while the meter is away; older batches are re-read from disk."""
 _ADOPT_EVERY_S = 5.0
+
+
+def shippable(event: UsageEvent) -> tuple[UsageEvent, bytes]:
+    """The event as it can always be shipped and stored, and its JSON: its billing figures
+    untouched, its chat-log text cut when it would make the event larger than MAX_EVENT_BYTES
+    (a prompt of 30 MB is kept as its first megabyte, with a note; the whole conversation is
+    then left out), or when it cannot be written at all (nested too deeply)."""
+    try:
+        encoded = orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        encoded = b""
+    if encoded and len(encoded) <= MAX_EVENT_BYTES:
+        return event, encoded
+    keep = MAX_EVENT_BYTES // 4
+    note = "\n[… cut: the chat log keeps the first {} of {} characters]"
+    cut = dataclasses.replace(event, whole_prompt=None)
+    if len(cut.prompt) > keep:
+        cut.prompt = cut.prompt[:keep] + note.format(keep, len(event.prompt))
+    if len(cut.completion) > keep:
+        cut.completion = cut.completion[:keep] + note.format(keep, len(event.completion))
+    return cut, orjson.dumps(cut)
 
 
 class MeterSink:
     """A durable, batching, retrying client of the meter's ingest endpoint."""
 
     def __init__(
-        self, meter_url: str, spool_dir: Path, flush_interval_ms: int = 50, *, internal_token: str
+        self,
+        meter_url: str,
+        spool_dir: Path,
+        flush_interval_ms: int = 50,
+        *,
+        internal_token: str,
+        meter_socket: Path | None = None,
     ) -> None:
         self._meter_url = meter_url.rstrip("/")
+        self._meter_socket = meter_socket  # on one machine the meter's Unix socket (Settings)
         # The meter takes events only from who holds the deployment's internal token.
         self._headers = {"Content-Type": "application/json", INTERNAL_TOKEN: internal_token}
         self._path = urllib.parse.urlsplit(self._meter_url).path + "/events"
@@ -72,7 +105,7 @@ class MeterSink:
     def submit(self, event: UsageEvent) -> None:
         """Record an event durably (one write syscall); the meter gets it soon after."""
         assert self._spool is not None, "MeterSink.start() first"
-        self._spool.append(event)
+        self._spool.append(*shippable(event))
         if self._spool.active_count >= MAX_BATCH:
             self._wake.set()
 
@@ -83,7 +116,9 @@ class MeterSink:
         if orphans:
             log.info("replaying %d usage events left by a previous translator", sum(s.count for s in orphans))
         self._ready.extend(orphans)
-        self._http = PooledHttp(self._meter_url, connect_timeout_s=2, read_timeout_s=30)
+        self._http = PooledHttp(
+            self._meter_url, unix_socket=self._meter_socket, connect_timeout_s=2, read_timeout_s=30
+        )
         self._task = asyncio.create_task(self._run(), name="meter-sink")
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -117,6 +152,19 @@ class MeterSink:
             self._ready.append(segment)
 
     async def _run(self) -> None:
+        """Ship until closed. Nothing may end this loop but `close`: while it stops, billing
+        stops (the events wait in the spool; a failure is logged and retried)."""
+        while True:
+            try:
+                await self._ship_until_closed()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("shipping usage events failed; retrying in 1 s (they wait in the spool)")
+                await asyncio.sleep(1.0)
+
+    async def _ship_until_closed(self) -> None:
         backoff = 0.1
         next_adoption = asyncio.get_running_loop().time() + _ADOPT_EVERY_S
         while True:
@@ -157,10 +205,17 @@ class MeterSink:
                 segment.events = None
 
     async def _ship(self, events: list[UsageEvent]) -> bool:
-        assert self._http is not None
+        """Post a batch (in parts, if it is larger than the meter takes); True once committed."""
         if not events:
             return True
-        body = orjson.dumps({"events": events})  # dataclasses, serialised by orjson directly
+        body = b'{"events":[' + b",".join(shippable(event)[1] for event in events) + b"]}"
+        if len(body) > MAX_BATCH_BYTES and len(events) > 1:
+            half = len(events) // 2
+            return await self._ship(events[:half]) and await self._ship(events[half:])
+        return await self._post(body, len(events))
+
+    async def _post(self, body: bytes, count: int) -> bool:
+        assert self._http is not None
         try:
             async with await self._http.post(self._path, self._headers, body) as r:
                 await r.read()  # the whole answer, so the connection can carry the next batch
@@ -170,10 +225,10 @@ class MeterSink:
                     log.error(
                         "meter refused a batch of %d events: it has another internal token "
                         "(BRPROXY_INTERNAL_TOKEN must be the same for every service); they wait",
-                        len(events),
+                        count,
                     )
                     return False
-                log.warning("meter refused a batch of %d events: HTTP %d", len(events), r.status)
+                log.warning("meter refused a batch of %d events: HTTP %d", count, r.status)
         except HttpFailure as error:
             log.warning("meter unreachable (%s); %d events waiting", error, self.pending)
         return False

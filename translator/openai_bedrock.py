@@ -331,13 +331,16 @@ class OpenAIChatRequest:
     body: dict[str, Any]
     output: OutputCeiling
     """The output ceiling (`core.admission`): what authz reserved for, what Bedrock is sent."""
+    size: int
+    """What bounds the prompt's tokens (`core.admission.ParsedBody.size`)."""
     user: str | None = None
     json_tool: str | None = None
     """Set by `to_converse` when `response_format` asks for JSON: the tool carrying the answer."""
 
     @classmethod
     def parse(cls, raw: bytes) -> OpenAIChatRequest:
-        body, model = json_body(raw)
+        parsed = json_body(raw)
+        body, model = parsed.body, parsed.model
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidRequest("messages must be a non-empty list", "messages")
@@ -361,6 +364,7 @@ class OpenAIChatRequest:
             include_usage=bool(options.get("include_usage")),
             body=body,
             output=output,
+            size=parsed.size,
             user=user if isinstance(user, str) else None,
         )
 

@@ -43,10 +43,13 @@ class EmbeddingsRequest:
     dimensions: int | None = None
     input_type: str = "search_document"
     user: str | None = None
+    size: int = 0
+    """What bounds the inputs' tokens (`core.admission.ParsedBody.size`)."""
 
     @classmethod
     def parse(cls, raw: bytes) -> EmbeddingsRequest:
-        body, model = json_body(raw)
+        parsed = json_body(raw)
+        body, model = parsed.body, parsed.model
         value = body.get("input")
         texts = [value] if isinstance(value, str) else value
         if not isinstance(texts, list) or not texts:
@@ -84,6 +87,7 @@ class EmbeddingsRequest:
             dimensions=dimensions,
             input_type=input_type,
             user=user if isinstance(user, str) else None,
+            size=parsed.size,
         )
 
     def bedrock_bodies(self, entry: ModelEntry) -> list[bytes]:

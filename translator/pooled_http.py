@@ -15,6 +15,7 @@ What it keeps from a full client:
 - TLS with the system's (or `ca_bundle`'s) certificates;
 - a forward proxy: `CONNECT` for HTTPS endpoints, the absolute URL for HTTP ones,
   `Proxy-Authorization` from the proxy URL's user:password;
+- a Unix socket instead of the URL's host and port (the meter on one machine: `brproxy up`);
 - deadlines: `connect_timeout_s` to connect (proxy tunnel and TLS handshake included),
   `read_timeout_s` of silence while an answer is awaited or relayed;
 - back-pressure: reading from the socket pauses while more than `HIGH_WATER` bytes of a
@@ -29,6 +30,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 
 import httptools
@@ -251,12 +253,17 @@ class _TunnelReply(asyncio.Protocol):
 
 
 class PooledHttp:
-    """POSTs to one endpoint (`https://host[:port]` or `http://…`), optionally through a proxy."""
+    """POSTs to one endpoint (`https://host[:port]` or `http://…`), optionally through a proxy.
+
+    With `unix_socket`, every connection goes to that socket; the URL then gives only the
+    Host header (plain HTTP, no proxy: it is a local service).
+    """
 
     def __init__(
         self,
         endpoint_url: str,
         *,
+        unix_socket: Path | None = None,
         proxy: str | None = None,
         ca_bundle: str | None = None,
         connect_timeout_s: float = 10.0,
@@ -264,6 +271,9 @@ class PooledHttp:
     ) -> None:
         endpoint = urllib.parse.urlsplit(endpoint_url)
         self._https = endpoint.scheme == "https"
+        if unix_socket is not None and (self._https or proxy is not None):
+            raise ValueError("a Unix socket is reached over plain HTTP, without a proxy")
+        self._unix_socket = None if unix_socket is None else str(unix_socket)
         self._host = endpoint.hostname or ""
         self._port = endpoint.port or (443 if self._https else 80)
         self._host_header = host_header(endpoint.scheme, endpoint.netloc)  # as signed
@@ -330,6 +340,9 @@ class PooledHttp:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         connection = _Connection(self._read_timeout_s)
+        if self._unix_socket is not None:
+            await loop.create_unix_connection(lambda: connection, self._unix_socket)
+            return connection
         if self._proxy is None:
             await loop.create_connection(
                 lambda: connection,

@@ -59,6 +59,7 @@ class TranslatorApp:
             settings.spool_dir / "translator",
             settings.meter_flush_interval_ms,
             internal_token=self.internal_token.value,
+            meter_socket=settings.service_socket("meter"),
         )
         self.gateway: Gateway | None = None
 

@@ -70,15 +70,17 @@ class UsageSpool:
         self._active: Segment | None = None
         self._active_fd: int | None = None
 
-    def append(self, event: UsageEvent) -> None:
-        """Write one event to the active segment (one write syscall; no fsync here)."""
+    def append(self, event: UsageEvent, encoded: bytes | None = None) -> None:
+        """Write one event (`encoded`: its JSON, if the caller has it) to the active segment
+        (one write syscall; no fsync here)."""
         if self._active is None:
             self._sequence += 1
             path = self.directory / f"{self.owner}-{self._sequence:012d}.jsonl"
             self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._active = Segment(path)
         assert self._active_fd is not None and self._active.events is not None
-        os.write(self._active_fd, orjson.dumps(event) + b"\n")  # orjson serialises the dataclass
+        line = encoded if encoded is not None else orjson.dumps(event)  # orjson writes the dataclass
+        os.write(self._active_fd, line + b"\n")
         self._active.events.append(event)
         self._active.count += 1
 

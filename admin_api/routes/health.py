@@ -2,8 +2,9 @@
 
 Four parts are checked concurrently, each bounded by its own 1 s timeout: the database
 (`SELECT 1`), authz (the standard gRPC health service), the translator and the meter
-(`GET /health` → 200). The verdict is cached for 250 ms and computed by one request at a
-time, so a flood of probes costs at most four checks per 250 ms per worker.
+(`GET /health` → 200), each where Settings says it is (a Unix socket on one machine).
+The verdict is cached for 250 ms and computed by one request at a time, so a flood of probes
+costs at most four checks per 250 ms per worker.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from admin_api.envelope import EnvelopeResponse
 from admin_api.inputs import AdminRoute
-from core.settings import Settings
+from core.settings import Service, Settings
 
-__all__ = ["HealthChecker", "router"]
+__all__ = ["HealthChecker", "router", "service_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,22 +35,31 @@ CACHE_TTL_S = 0.25
 router = APIRouter(route_class=AdminRoute)
 
 
-def grpc_target(host: str, port: int) -> str:
-    """`host:port` for gRPC, with an IPv6 literal in brackets."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+def service_client(settings: Settings, service: Service) -> httpx.AsyncClient:
+    """An HTTP client of one internal service, at its Unix socket or its URL (Settings), never
+    through a proxy from the environment."""
+    socket = settings.service_socket(service)
+    transport = None if socket is None else httpx.AsyncHTTPTransport(uds=str(socket))
+    return httpx.AsyncClient(
+        base_url=settings.service_url(service), transport=transport, timeout=CHECK_TIMEOUT_S, trust_env=False
+    )
 
 
 class HealthChecker:
     """Checks the parts the admin API depends on; owns nothing, closes nothing."""
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, http: httpx.AsyncClient, authz: grpc.aio.Channel
+        self,
+        pool: asyncpg.Pool,
+        authz: grpc.aio.Channel,
+        *,
+        translator: httpx.AsyncClient,
+        meter: httpx.AsyncClient,
     ) -> None:
         self._pool = pool
-        self._http = http
         self._authz = health_pb2_grpc.HealthStub(authz)
-        self._translator_url = f"{settings.translator_url}/health"
-        self._meter_url = f"{settings.meter_url}/health"
+        self._translator = translator
+        self._meter = meter
         self._lock = asyncio.Lock()
         self._cached: tuple[float, dict[str, str]] | None = None
 
@@ -62,8 +72,8 @@ class HealthChecker:
             checks: dict[str, Callable[[], Awaitable[str]]] = {
                 "database": self._database,
                 "authz": self._authz_serving,
-                "translator": lambda: self._http_ok(self._translator_url),
-                "meter": lambda: self._http_ok(self._meter_url),
+                "translator": lambda: self._http_ok(self._translator),
+                "meter": lambda: self._http_ok(self._meter),
             }
             results = await asyncio.gather(*(_bounded(check) for check in checks.values()))
             parts = dict(zip(checks, results, strict=True))
@@ -81,8 +91,8 @@ class HealthChecker:
             return "ok"
         return "not serving"
 
-    async def _http_ok(self, url: str) -> str:
-        response = await self._http.get(url)
+    async def _http_ok(self, service: httpx.AsyncClient) -> str:
+        response = await service.get("/health")
         return "ok" if response.status_code == 200 else f"status {response.status_code}"
 
 

@@ -425,3 +425,11 @@ async def test_a_refusal_is_one_log_line_with_the_request_id_and_no_traceback(
     assert caplog.records[0].levelno == logging.INFO
     assert caplog.records[0].exc_info is None
     assert secret not in caplog.text
+
+
+async def test_a_body_that_is_not_utf8_is_said_to_be_so(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/admin/api-key/apply", content=b'{"name": "\xff\xfe"}', headers={**as_admin(), **JSON}
+    )
+    assert response.status_code == 400
+    assert response.json() == {"success": False, "data": "body: not UTF-8 text"}

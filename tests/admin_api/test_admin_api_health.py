@@ -1,4 +1,5 @@
-"""/health (admin_api/routes/health.py): four parts, concurrent checks, a 250 ms cache."""
+"""/health (admin_api/routes/health.py): four parts, concurrent checks, a 250 ms cache, each
+part reached over TCP (Kubernetes, Compose) or at its Unix socket (one machine)."""
 
 from __future__ import annotations
 
@@ -6,25 +7,27 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
-import pytest
 from fastapi import FastAPI
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from admin_api import create_app
-from admin_api.routes.health import CACHE_TTL_S, grpc_target
+from admin_api.routes.health import CACHE_TTL_S
 from core.settings import Settings
 
 
 class FakeHttpHealth:
     """A bare HTTP server answering every request with `status` (or never, if it hangs)."""
 
-    def __init__(self, status: int = 200, *, hang: bool = False) -> None:
+    def __init__(self, status: int = 200, *, hang: bool = False, socket: Path | None = None) -> None:
         self.status = status
         self.hang = hang
+        self.socket = socket
+        self.hosts: list[bytes] = []
         self.requests = 0
         self._release = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -36,8 +39,11 @@ class FakeHttpHealth:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
             self.requests += 1
+            self.hosts += [
+                line[5:].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"host:")
+            ]
             if self.hang:
                 await self._release.wait()
             else:
@@ -51,7 +57,10 @@ class FakeHttpHealth:
             writer.close()
 
     async def __aenter__(self) -> FakeHttpHealth:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        if self.socket is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        else:
+            self._server = await asyncio.start_unix_server(self._handle, str(self.socket))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -63,12 +72,14 @@ class FakeHttpHealth:
 
 
 @asynccontextmanager
-async def fake_authz(status: int = health_pb2.HealthCheckResponse.SERVING) -> AsyncIterator[int]:
+async def fake_authz(
+    status: int = health_pb2.HealthCheckResponse.SERVING, *, socket: Path | None = None
+) -> AsyncIterator[int]:
     """A gRPC server with the standard health service reporting `status` for service ""."""
     server = grpc.aio.server()
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port("127.0.0.1:0" if socket is None else f"unix:{socket}")
     await server.start()
     await servicer.set("", status)
     try:
@@ -78,7 +89,7 @@ async def fake_authz(status: int = health_pb2.HealthCheckResponse.SERVING) -> As
 
 
 @asynccontextmanager
-async def serving(settings: Settings, **ports: int) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(settings: Settings, **ports: Any) -> AsyncIterator[httpx.AsyncClient]:
     app: FastAPI = create_app(settings.model_copy(update=ports))
     async with (
         app.router.lifespan_context(app),
@@ -172,14 +183,30 @@ async def test_a_flood_of_probes_checks_once_per_ttl(settings: Settings) -> None
     assert (translator.requests, meter.requests) == (2, 2)
 
 
-@pytest.mark.parametrize(
-    ("host", "target"),
-    [
-        pytest.param("127.0.0.1", "127.0.0.1:50051", id="ipv4"),
-        pytest.param("authz.internal", "authz.internal:50051", id="name"),
-        pytest.param("::1", "[::1]:50051", id="ipv6"),
-        pytest.param("[::1]", "[::1]:50051", id="bracketed-ipv6"),
-    ],
-)
-def test_grpc_target(host: str, target: str) -> None:
-    assert grpc_target(host, 50051) == target
+async def test_on_one_machine_each_part_is_checked_at_its_unix_socket(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """With a socket dir (`brproxy up`), the parts are reached there, not at their ports (which
+    here nobody serves: reached, they would be "unreachable")."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    async with (
+        fake_authz(socket=run / "authz.sock"),
+        FakeHttpHealth(socket=run / "translator.sock") as translator,
+        FakeHttpHealth(503, socket=run / "meter.sock") as meter,
+        serving(settings, socket_dir=run) as client,
+    ):
+        response = await client.get("/health")
+
+    assert response.status_code == 503
+    assert parts_of(response) == {"database": "ok", "authz": "ok", "translator": "ok", "meter": "status 503"}
+    assert (translator.hosts, meter.hosts) == ([b"translator"], [b"meter"])
+
+    async with serving(settings, socket_dir=tmp_path / "empty") as client:  # nothing listens there
+        parts = parts_of(await client.get("/health"))
+    assert parts == {
+        "database": "ok",
+        "authz": "unreachable",
+        "translator": "unreachable",
+        "meter": "unreachable",
+    }

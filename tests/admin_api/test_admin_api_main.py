@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from admin_api_support import FROM_THE_EDGE, TEST_INTERNAL_TOKEN, as_admin
 from local_ports import free_port
@@ -108,3 +111,94 @@ def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
             process.communicate()
             raise
     assert process.returncode == 0, stderr.decode()
+
+
+def test_main_with_a_socket_dir_gives_uvicorn_its_bound_socket(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On one machine (BRPROXY_SOCKET_DIR) uvicorn serves a socket bound beforehand (0600),
+    never a host and port; the socket file goes when it stops."""
+    path = tmp_path / "run" / "admin.sock"
+    seen: dict[str, Any] = {}
+
+    def run(app: str, **kwargs: Any) -> None:
+        with socket.socket(fileno=os.dup(kwargs["fd"])) as given:
+            seen.update(kwargs, bound_to=given.getsockname(), mode=stat.S_IMODE(path.lstat().st_mode))
+
+    monkeypatch.setattr(asgi_serving.uvicorn, "run", run)
+    monkeypatch.setenv("BRPROXY_DATABASE_URL", "postgresql://db.invalid/brproxy")
+    monkeypatch.setenv("BRPROXY_SOCKET_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("BRPROXY_ADMIN_PORT", "19999")
+    monkeypatch.setenv("BRPROXY_INTERNAL_TOKEN", TEST_INTERNAL_TOKEN)
+
+    entry.main()
+
+    assert "host" not in seen and "port" not in seen
+    assert (seen["bound_to"], seen["mode"]) == (str(path), 0o600)
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+    assert not path.exists()
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_python_m_admin_api_serves_on_its_socket_only(
+    database_url: str, tmp_path: Path, workers: int
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    path = run / "admin.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))  # left by a predecessor that was killed
+    stale.close()
+    port = free_port()
+    env = {
+        **os.environ,
+        "BRPROXY_DATABASE_URL": database_url,
+        "BRPROXY_SOCKET_DIR": str(run),
+        "BRPROXY_ADMIN_PORT": str(port),  # ignored: a socket dir means no port
+        "BRPROXY_WORKERS": str(workers),
+        "BRPROXY_INTERNAL_TOKEN": TEST_INTERNAL_TOKEN,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "admin_api"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _accepts(path):  # (httpx leaks its socket on a refused Unix connect)
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "admin API did not start"
+            time.sleep(0.05)
+        transport = httpx.HTTPTransport(uds=str(path))
+        with httpx.Client(transport=transport, base_url="http://admin", trust_env=False) as client:
+            listed = client.get("/admin/api-key/list", headers=as_admin() | FROM_THE_EDGE)
+            refused = client.get("/admin/api-key/list", headers=as_admin())
+        assert listed.status_code == 200 and listed.json()["success"] is True
+        assert refused.status_code == 401  # the token is still required there
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        for member in tree:
+            assert [c for c in member.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    assert process.returncode == 0, stderr.decode()
+    assert not path.exists()  # removed on the way out

@@ -34,8 +34,8 @@ PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEh
 
 
 def bound_of(api: str, raw: bytes) -> tuple[str, int]:
-    body, model = parse_json_object(raw)
-    bound = call_bound(api, body, model, len(raw))
+    parsed = parse_json_object(raw)
+    bound = call_bound(api, parsed.body, parsed.model, parsed.size)
     return bound.model, bound.output.max_tokens
 
 
@@ -186,6 +186,12 @@ def test_unreadable_bodies_are_refused(raw: bytes, message: str) -> None:
     assert refused.value.message == message
 
 
+def _parsed(raw: bytes) -> tuple[dict[str, Any], str]:
+    parsed = parse_json_object(raw)
+    assert parsed.size == len(raw)  # nothing here is longer when written again
+    return parsed.body, parsed.model
+
+
 def entry(name: str) -> ModelEntry:
     found = CATALOGUE.entry(name)
     assert found is not None
@@ -194,7 +200,7 @@ def entry(name: str) -> ModelEntry:
 
 def test_the_input_bound_is_the_body_size_plus_overhead_capped_at_the_context_window() -> None:
     raw = orjson.dumps({"model": "claude-3-haiku", "messages": [{"role": "user", "content": "é" * 1000}]})
-    body, model = parse_json_object(raw)
+    body, model = _parsed(raw)
     bound = call_bound("openai.chat", body, model, len(raw))
     # Every token of text takes at least one byte: the body's bytes bound its tokens.
     assert bound.input_tokens == len(raw) + OVERHEAD_TOKENS
@@ -208,13 +214,13 @@ def test_images_count_as_a_fixed_bound_instead_of_their_base64() -> None:
     raw = orjson.dumps(
         {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]}
     )
-    body, model = parse_json_object(raw)
+    body, model = _parsed(raw)
     bound = call_bound("openai.chat", body, model, len(raw))
     url = image["image_url"]["url"]  # type: ignore[index]
     assert bound.input_tokens == len(raw) - len(url) + IMAGE_TOKENS + OVERHEAD_TOKENS
     # An "image" where the translator reads text (another role) is text: counted in full.
     system = orjson.dumps({"model": "m", "messages": [{"role": "system", "content": [image]}]})
-    body, model = parse_json_object(system)
+    body, model = _parsed(system)
     assert call_bound("openai.chat", body, model, len(system)).input_tokens == len(system) + OVERHEAD_TOKENS
 
 
@@ -258,7 +264,7 @@ def test_the_default_ceiling_is_lowered_to_the_model_limit_an_explicit_one_is_no
 def test_cost_uses_the_dearest_input_price_and_the_output_ceiling() -> None:
     sonnet = entry("claude-sonnet-4-5")
     raw = orjson.dumps({"model": "claude-sonnet-4-5", "messages": PROMPT, "max_tokens": 1000})
-    body, model = parse_json_object(raw)
+    body, model = _parsed(raw)
     bound = call_bound("openai.chat", body, model, len(raw))
     prices = sonnet.prices
     assert input_price(sonnet, prices) == max(prices.input, prices.cache_write) == prices.cache_write
@@ -287,3 +293,21 @@ def test_admission_header_round_trip(value: str | None, parsed: Admission | None
     assert Admission.parse(value) == parsed
     if parsed is not None:
         assert Admission.parse(parsed.header_value()) == parsed
+
+
+def test_a_body_that_grows_when_written_again_is_bounded_by_its_written_size() -> None:
+    """Floats come back longer (1e15 -> 1000000000000000.0): the Bedrock call carries those."""
+    raw = (
+        b'{"model":"m","messages":[{"role":"user","content":"x"}],"p":[' + b",".join([b"1e15"] * 1000) + b"]}"
+    )
+    parsed = parse_json_object(raw)
+    assert parsed.size == len(orjson.dumps(orjson.loads(raw))) > 3 * len(raw)
+
+
+def test_a_body_nested_past_what_can_be_written_again_is_refused() -> None:
+    deep = b'{"model":"m","messages":[{"role":"user","content":"x","z":' + b"[" * 250 + b"]" * 250 + b"}]}"
+    with pytest.raises(BodyRefused) as refused:
+        parse_json_object(deep)
+    assert refused.value.message == "The request body is nested too deeply."
+    fine = b'{"model":"m","messages":[{"role":"user","content":"x","z":' + b"[" * 100 + b"]" * 100 + b"}]}"
+    assert parse_json_object(fine).model == "m"

@@ -47,7 +47,7 @@ RESOLVE_CASES = [
         "us-east-1",
         "nova-pro",
         "amazon.nova-pro-v1:0",
-        prices("0.8", "3.2", "0.2"),
+        prices("0.8", "3.2", "0.2", "0.8"),
         id="short-nova-pro",
     ),
     pytest.param(
@@ -55,7 +55,7 @@ RESOLVE_CASES = [
         "us-east-1",
         "nova-lite",
         "amazon.nova-lite-v1:0",
-        prices("0.06", "0.24", "0.015"),
+        prices("0.06", "0.24", "0.015", "0.06"),
         id="alias-nova-lite",
     ),
     pytest.param(
@@ -334,7 +334,7 @@ RESOLVE_CASES = [
         "us-east-1",
         "nova-pro",
         "us.amazon.nova-pro-v1:0",
-        prices("0.8", "3.2", "0.2"),
+        prices("0.8", "3.2", "0.2", "0.8"),
         id="profile-us-nova",
     ),
 ]

@@ -15,7 +15,9 @@ from core.catalogue_store import CatalogueFollower, CatalogueState, load_catalog
 def test_price_override_keeps_everything_else() -> None:
     catalogue = CATALOGUE.with_overrides([ModelOverride("nova-pro", price_input=Decimal("0.5"))])
     entry = catalogue.entry("amazon-nova-pro")
-    assert entry is not None and entry.prices == Prices(Decimal("0.5"), Decimal("3.2"), Decimal("0.2"))
+    assert entry is not None and entry.prices == Prices(
+        Decimal("0.5"), Decimal("3.2"), Decimal("0.2"), Decimal("0.8")
+    )
     builtin = CATALOGUE.entry("nova-pro")
     assert (
         builtin is not None

@@ -27,6 +27,7 @@ EXPECTED = [
     "quota",
     "service_logging",
     "settings",
+    "unix_sockets",
     "usage",
 ]
 

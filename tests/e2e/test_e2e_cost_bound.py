@@ -10,6 +10,8 @@ every model family, chunked and not, at keys with tiny balances, and checks the 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -288,3 +290,97 @@ def test_a_price_edited_while_a_call_runs_does_not_change_its_fee(stack: Stack) 
     assert thread["price_out"] == Decimal("1.25")  # the admitted price, not the edited 1250
     assert thread["tokens_out"] == 1500
     assert spent(stack, key["id"]) <= Decimal("1")
+
+
+def _billed_soon(stack: Stack, key: dict[str, Any], within: float = 15) -> None:
+    """A plain call made now is billed within `within` seconds: billing is not stuck."""
+    with stack.client(key["api_key"]) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "claude-3-haiku",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
+    assert response.status_code == 200, response.text
+    rows = stack.wait_for(
+        "SELECT 1 FROM threads WHERE event_id = $1::uuid", response.headers["x-request-id"], timeout=within
+    )
+    assert rows, "billing stopped: a call answered after it was never recorded"
+
+
+@pytest.mark.parametrize(("path", "depth"), [(CHAT, 250), (CHAT, 300), (MESSAGES, 251)])
+def test_a_body_nested_too_deeply_is_refused_and_billing_goes_on(stack: Stack, path: str, depth: int) -> None:
+    """Nesting the JSON reader takes but its writer cannot write again used to stop all billing
+    (the usage event could not be shipped) or make a stream free (it could not be recorded)."""
+    key = stack.create_key(f"deep-{path}-{depth}", balance="1")
+    nested = "[" * depth + "]" * depth
+    raw = (
+        '{"model":"claude-3-haiku","max_tokens":100,"stream":true,'
+        '"messages":[{"role":"user","content":"go [[sim: tokens=50]]","x":' + nested + "}]}"
+    ).encode()
+    (response,) = asyncio.run(fire(stack, key["api_key"], path, [raw]))
+    assert response.status_code == 400, response.text[:300]
+    assert "nested too deeply" in response.text
+    _billed_soon(stack, key)
+
+
+def test_huge_media_calls_are_billed_and_do_not_hold_back_billing(stack: Stack) -> None:
+    """Events carried every image's base64 (a batch of 90 MB the meter refused, retried for
+    ever, holding back every later event): the chat log now keeps a note of each image."""
+    key = stack.create_key("huge-media", balance="5")
+    image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + os.urandom(3_700_000)).decode()
+    content = [{"type": "text", "text": "look [[sim: tokens=5]]"}]
+    content += [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image}} for _ in range(6)
+    ]
+    raw = orjson.dumps(
+        {"model": "claude-3-haiku", "max_tokens": 10, "messages": [{"role": "user", "content": content}]}
+    )
+    assert 25 * 2**20 < len(raw) < 32 * 2**20
+    responses = asyncio.run(fire(stack, key["api_key"], CHAT, [raw] * 3))
+    assert [r.status_code for r in responses] == [200] * 3, responses[0].text[:300]
+    ids = [r.headers["x-request-id"] for r in responses]
+    deadline = time.monotonic() + 30
+    while (
+        len(
+            rows := stack.sql(
+                "SELECT whole_prompt::text AS p FROM threads WHERE event_id = ANY($1::uuid[])", ids
+            )
+        )
+        < 3
+    ):
+        assert time.monotonic() < deadline, "the calls were never billed"
+        time.sleep(0.2)
+    assert all(image[:100] not in row["p"] and "bytes, not kept]" in row["p"] for row in rows)
+    _billed_soon(stack, key)
+
+
+def test_an_abandoned_stream_with_images_is_billed_within_its_reservation(stack: Stack) -> None:
+    """The estimate of a stream Bedrock never reported used to count each image's base64."""
+    money = Decimal("0.05")
+    key = stack.create_key("abandoned-images", balance=str(money))
+    image = base64.b64encode(b"\x89PNG\r\n\x1a\n" + os.urandom(3_000_000)).decode()
+    content = [{"type": "text", "text": "look [[sim: tokens=400 tokens_per_second=50]]"}]
+    content += [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + image}} for _ in range(2)
+    ]
+    body = {
+        "model": "claude-3-haiku",
+        "max_tokens": 1000,
+        "stream": True,
+        "messages": [{"role": "user", "content": content}],
+    }
+    with stack.client(key["api_key"]) as client, client.stream("POST", CHAT, json=body) as r:
+        assert r.status_code == 200
+        request_id = r.headers["x-request-id"]
+        for line in r.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                break  # the client goes away mid-answer
+    thread = stack.wait_for("SELECT tokens_in, estimated FROM threads WHERE event_id = $1::uuid", request_id)[
+        0
+    ]
+    assert thread["estimated"] is True
+    assert thread["tokens_in"] < 2 * 10_000  # at most the images' bound, not their 8 MB of base64
+    assert spent(stack, key["id"]) <= money

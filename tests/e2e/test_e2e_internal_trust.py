@@ -1,24 +1,30 @@
 """Only the edge is trusted (issue 12): every service behind Envoy refuses what did not come through it.
 
-One `brproxy up` whose internal ports the test chooses, so it can call each service
-directly, as any local user could: the translator's model routes, the admin API's key
-routes, the meter's `/events`, authz's gRPC `Check`, and Envoy's admin interface. Each
-is called with no internal token, with forged identity headers, and with a wrong token;
-each refuses, in the client's error shape where it has one, and nothing changes: no key
-is created, nothing is billed or reserved (checked in Postgres and through the edge).
-Through the edge everything still works, even for a client that sends internal headers of
-its own. The data dir is one every user may enter, as a checkout in a shared home would be.
+One `brproxy up`, whose services listen on Unix sockets in `<data dir>/run` (0700): the
+test, their owner, calls each service there directly, as a process of the stack's own user
+could: the translator's model routes, the admin API's key routes, the meter's `/events`,
+authz's gRPC `Check`, and Envoy's admin interface. Each is called with no internal token,
+with forged identity headers, and with a wrong token; each refuses, in the client's error
+shape where it has one, and nothing changes: no key is created, nothing is billed or
+reserved (checked in Postgres and through the edge). Another local user (uid 65534) cannot
+reach them at all, nor take their place, not even while one restarts. Through the edge
+everything still works, even for a client that sends internal headers of its own. The data
+dir is one every user may enter, as a checkout in a shared home would be.
 """
 
 from __future__ import annotations
 
 import errno
+import json
+import os
+import signal
 import stat
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +35,7 @@ from e2e_clients import openai_sdk
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from local_ports import free_port
-from other_user import connect_as_nobody, directory_anyone_may_enter, need_root
+from other_user import connect_as_nobody, directory_anyone_may_enter, need_root, python_as_nobody
 from stack_process import Stack, start_stack, stop_stack
 
 from core.internal_headers import INTERNAL_TOKEN, KEY_ID, KEY_ROLE
@@ -41,16 +47,30 @@ WRONG_TOKEN = "a-well-formed-but-wrong-internal-token-0123456789"
 PROMPT = "hi [[sim:tokens=5]]"
 
 
+SERVICES = ("authz", "translator", "meter", "admin")
+SERVICE_PROCESSES = {
+    "authz": "-m authz",
+    "translator": "-m translator",
+    "meter": "-m meter",
+    "admin": "-m admin_api",
+}
+
+
 @dataclass
 class Deployment:
     stack: Stack
     ports: dict[str, int]
+    """The TCP ports the stack was asked for (BRPROXY_*_PORT): on one machine it must use none."""
     token: str
     victim: dict[str, Any]
     """A user key with money: whom a forged call would bill."""
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+    @property
+    def socket_dir(self) -> Path:
+        return self.stack.data_dir / "run"
+
+    def socket(self, service: str) -> Path:
+        return self.socket_dir / f"{service}.sock"
 
     def money(self) -> tuple[Any, ...]:
         (row,) = self.stack.sql(
@@ -85,8 +105,13 @@ def deployment(database_url: str) -> Iterator[Deployment]:
 
 
 def direct(deployment: Deployment, service: str) -> httpx.Client:
-    """A plain HTTP client to one service, bypassing Envoy (never through a proxy)."""
-    return httpx.Client(base_url=deployment.url(service), timeout=30, trust_env=False)
+    """A plain HTTP client to one service's socket, bypassing Envoy (never through a proxy)."""
+    transport = httpx.HTTPTransport(uds=str(deployment.socket(service)))
+    return httpx.Client(transport=transport, base_url=f"http://{service}", timeout=30, trust_env=False)
+
+
+def authz_channel(deployment: Deployment) -> grpc.Channel:
+    return grpc.insecure_channel(f"unix:{deployment.socket('authz')}")
 
 
 def variants(deployment: Deployment, identity: dict[str, str]) -> list[dict[str, str]]:
@@ -241,7 +266,7 @@ def test_authz_refuses_a_check_that_envoy_did_not_ask(deployment: Deployment, me
         "/admin/api-key/apply",
         json={"name": "limited", "month_quota": 0, "balance": 5, "rate_limit_rpm": 2},
     ).json()["data"]
-    with grpc.insecure_channel(f"127.0.0.1:{deployment.ports['authz']}") as channel:
+    with authz_channel(deployment) as channel:
         check = external_auth_pb2_grpc.AuthorizationStub(channel).Check
         answers = [
             check(forged_check(limited["api_key"], f"forged-check-{n}"), metadata=metadata, timeout=10)
@@ -274,11 +299,168 @@ def test_health_probes_stay_open_and_tell_nothing_more(deployment: Deployment) -
         assert meter.get("/health").json() == {"status": "ok"}
     with direct(deployment, "admin") as admin_api:
         assert admin_api.get("/health").status_code == 200
-    with grpc.insecure_channel(f"127.0.0.1:{deployment.ports['authz']}") as channel:
+    with authz_channel(deployment) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=""), timeout=10
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- no other local user can reach a service, or take its place --------------------------------
+
+# Run as uid 65534 for `seconds`: bind the TCP port (SO_REUSEADDR, as the services' own
+# listeners had it) and the translator's socket path the moment either is free, and serve
+# whatever arrives there; remove or connect to the translator's socket and the others. Reports
+# what it got, as JSON, at the end.
+_SQUATTER = r"""
+import json, os, select, socket, sys, time
+port, target, seconds, others = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+report = {"tcp_bound": False, "unix_bound": False, "unlinked": False, "connected": [],
+          "bind_errors": [], "unlink_errors": [], "connect_errors": [], "received": []}
+def note(key, error):
+    if error.errno not in report[key]:
+        report[key].append(error.errno)
+listeners = []
+print("ready", flush=True)
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    if not report["tcp_bound"]:
+        tcp = socket.socket()
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", port))
+            tcp.listen(16)
+            listeners.append(tcp)
+            report["tcp_bound"] = True
+        except OSError:
+            tcp.close()
+    if not report["unix_bound"]:
+        unix = socket.socket(socket.AF_UNIX)
+        try:
+            unix.bind(target)
+            unix.listen(16)
+            listeners.append(unix)
+            report["unix_bound"] = True
+        except OSError as error:
+            note("bind_errors", error)
+            unix.close()
+    try:
+        os.unlink(target)
+        report["unlinked"] = True
+    except OSError as error:
+        note("unlink_errors", error)
+    for path in [target, *others]:
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+            report["connected"].append(path)
+        except OSError as error:
+            note("connect_errors", error)
+        finally:
+            probe.close()
+    readable, _, _ = select.select(listeners, [], [], 0.005)
+    for listener in readable:
+        connection, _ = listener.accept()
+        connection.settimeout(2)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            connection.sendall(b"HTTP/1.1 503 Squatted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        except OSError:
+            pass
+        connection.close()
+        report["received"].append(data.decode("latin-1"))
+print(json.dumps(report), flush=True)
+"""
+
+
+def service_process(deployment: Deployment, service: str) -> psutil.Process:
+    stack = deployment.stack
+    (process,) = [
+        p for p in stack.processes(SERVICE_PROCESSES[service]) if p.parent().pid == stack.process.pid
+    ]
+    return process
+
+
+def test_the_services_listen_on_sockets_only_their_owner_may_use_and_on_no_port(
+    deployment: Deployment,
+) -> None:
+    need_root()
+    for service in SERVICES:
+        process = service_process(deployment, service)
+        for member in [process, *process.children(recursive=True)]:  # uvicorn's workers too
+            listening = [c for c in member.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            assert listening == [], (service, listening)
+    directory = deployment.socket_dir.lstat()
+    assert stat.S_ISDIR(directory.st_mode) and directory.st_uid == os.geteuid()
+    assert stat.S_IMODE(directory.st_mode) == 0o700
+    for service in SERVICES:
+        path = deployment.socket(service)
+        assert stat.S_ISSOCK(path.lstat().st_mode), service
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600, service
+        # Another local user can neither reach it nor make a socket of their own in its place.
+        assert connect_as_nobody(path) == f"errno {errno.EACCES}", service
+    squatter = python_as_nobody(
+        _SQUATTER, str(free_port()), str(deployment.socket("translator")), "0.2",
+        *(str(deployment.socket(s)) for s in SERVICES),
+    )  # fmt: skip
+    out, err = squatter.communicate(timeout=30)
+    report = json.loads(out.splitlines()[-1])
+    assert not report["unix_bound"] and report["bind_errors"] == [errno.EACCES], err
+    assert not report["unlinked"] and report["unlink_errors"] == [errno.EACCES]
+    assert report["connected"] == [] and report["connect_errors"] == [errno.EACCES]
+    # The services answer their owner there (the health checks through the edge do too).
+    with direct(deployment, "meter") as meter:
+        assert meter.get("/health").status_code == 200
+
+
+def test_while_a_service_restarts_no_other_user_can_take_its_place(deployment: Deployment) -> None:
+    """The port squat (issue 12's follow-up): the translator dies, and during the supervisor's
+    restart delay another local user tries to take its socket, and the port it would have had
+    on loopback, to receive what Envoy sends next (the caller's prompt, identity and the
+    internal token). The next call still reaches the real, restarted translator."""
+    need_root()
+    stack = deployment.stack
+    payer = stack.create_key("during-a-restart", month_quota=0, balance=5)
+    translator = service_process(deployment, "translator")
+    others = [str(deployment.socket(s)) for s in SERVICES if s != "translator"]
+    squatter = python_as_nobody(
+        _SQUATTER, str(deployment.ports["translator"]), str(deployment.socket("translator")), "8", *others
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline() == "ready\n"
+        translator.send_signal(signal.SIGKILL)
+        translator.wait(10)
+        time.sleep(0.1)  # within the supervisor's restart delay (0.5 s for a first death)
+        with stack.client(payer["api_key"]) as client:
+            answer = client.post(
+                "/v1/chat/completions",
+                json={"model": "claude-3-haiku", "messages": [{"role": "user", "content": PROMPT}]},
+            )
+        out, err = squatter.communicate(timeout=30)
+    finally:
+        if squatter.poll() is None:
+            squatter.kill()
+            squatter.communicate()
+    report = json.loads(out.splitlines()[-1])
+
+    received = report.pop("received")  # never shown: it would carry the token
+    stolen, count = any(deployment.token in request for request in received), len(received)
+    assert count == 0, f"another local user received {count} request(s) (the token among them: {stolen})"
+    assert not report["unix_bound"] and report["bind_errors"] == [errno.EACCES], err
+    assert not report["unlinked"] and report["connected"] == []
+    assert report["connect_errors"] == [errno.EACCES]
+    # The call was answered by the restarted translator, and billed once to its caller.
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+    assert service_process(deployment, "translator").pid != translator.pid
+    assert any("translator killed by SIGKILL; restarting it in" in line for line in stack.output)
+    rows = stack.wait_for("SELECT fee FROM threads WHERE key_id = $1", payer["id"])
+    assert len(rows) == 1 and rows[0]["fee"] > 0
 
 
 # --- Envoy's admin interface -------------------------------------------------------------------

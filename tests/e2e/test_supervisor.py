@@ -110,19 +110,19 @@ def test_a_child_that_keeps_dying_stops_the_stack_naming_it(tmp_path: Path, data
     import subprocess
     import sys
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(free_port()),
-             "--data-dir", str(tmp_path)],
-            env={**_clean_env(), "DATABASE_URL": database_url, "BRPROXY_METER_PORT": str(port)},
-            capture_output=True, text=True, timeout=90,
-        )  # fmt: skip
+    # Something that is no socket where the meter's socket goes: the meter never replaces it.
+    (tmp_path / "run" / "meter.sock").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "brproxy", "up", "--bedrock-simulator", "--port", str(free_port()),
+         "--data-dir", str(tmp_path)],
+        env={**_clean_env(), "DATABASE_URL": database_url},
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
     assert result.returncode == 1
     assert "BRProxy stopped: meter keeps dying" in result.stdout
-    assert "meter exited with code 3; restarting it in" in result.stderr
+    assert "meter exited with code 1; restarting it in" in result.stderr
+    assert "meter.sock is in the way of this service's socket and is not a socket" in result.stderr
+    assert (tmp_path / "run" / "meter.sock").is_dir()
     leftovers = [
         p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
     ]

@@ -19,12 +19,17 @@ from edge.tls import ensure_self_signed
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 LOCAL = ("127.0.0.1", 18867), ("127.0.0.1", 18868), ("127.0.0.1", 18870)
 DNS = ("authz", 18867), ("translator.brproxy.svc.cluster.local", 8080), ("admin-api", 8080)
+SOCKETS = tuple(Path(f"/run/brproxy-test/run/{name}.sock") for name in ("authz", "translator", "admin"))
 TOKEN = "internal-token-for-tests-0123456789abcdef"
 ADMIN_SOCKET = Path("/run/brproxy-test/admin.sock")
 
 
 def config(
-    tmp_path: Path, *, tls: bool, services: tuple[tuple[str, int], ...] = LOCAL, host: str = "127.0.0.1"
+    tmp_path: Path,
+    *,
+    tls: bool,
+    services: tuple[Path | tuple[str, int], ...] = LOCAL,
+    host: str = "127.0.0.1",
 ) -> EdgeConfig:
     cert = key = None
     if tls:
@@ -51,6 +56,7 @@ CONFIGS = [
     pytest.param({"tls": True, "services": DNS}, id="tls-dns-services"),
     pytest.param({"tls": False, "services": DNS, "host": "0.0.0.0"}, id="plain-dns-all-interfaces"),
     pytest.param({"tls": False, "host": "::"}, id="plain-ipv6-any"),
+    pytest.param({"tls": True, "services": SOCKETS}, id="tls-unix-sockets"),
 ]
 
 
@@ -204,8 +210,10 @@ def test_routes(bootstrap: dict[str, Any]) -> None:
 
 def test_no_overall_request_timeout_for_streams(bootstrap: dict[str, Any]) -> None:
     hcm = manager(bootstrap)
-    assert hcm["requestTimeout"] == "0s"
+    # Only the request must arrive within it; a stream's answer goes on (test_edge_slow_clients).
+    assert hcm["requestTimeout"] == "300s"
     assert hcm["streamIdleTimeout"] == "900s"
+    assert hcm["http2ProtocolOptions"]["maxConcurrentStreams"] == 100
     # What is cut short is what a healthy stream never does (tests/edge/test_edge_slow_clients.py).
     assert hcm["requestHeadersTimeout"] == "10s"
     assert hcm["commonHttpProtocolOptions"]["idleTimeout"] == "120s"
@@ -239,6 +247,7 @@ def test_tls_only_when_configured(tmp_path: Path) -> None:
             {"authz": "STATIC", "translator": "STRICT_DNS", "admin_api": "STATIC"},
             id="mixed",
         ),
+        pytest.param(SOCKETS, {"authz": "STATIC", "translator": "STATIC", "admin_api": "STATIC"}, id="unix"),
     ],
 )
 def test_cluster_discovery_type(tmp_path: Path, services: Any, types: dict[str, str]) -> None:
@@ -250,5 +259,45 @@ def test_cluster_discovery_type(tmp_path: Path, services: Any, types: dict[str, 
     assert "http2ProtocolOptions" in upstream["explicitHttpConfig"]
 
 
+def test_on_one_machine_the_services_are_reached_at_their_unix_sockets(tmp_path: Path) -> None:
+    settings = Settings(socket_dir=tmp_path / "run", authz_port=1, internal_token=TOKEN)
+    edge = EdgeConfig.from_settings(settings, None, None)
+    run = (tmp_path / "run").absolute()
+    assert (edge.authz, edge.translator, edge.admin_api) == (
+        run / "authz.sock",
+        run / "translator.sock",
+        run / "admin.sock",
+    )
+    bootstrap = json.loads(render(edge))
+    endpoints = {
+        c["name"]: c["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]
+        for c in bootstrap["staticResources"]["clusters"]
+    }
+    assert endpoints == {
+        "authz": {"pipe": {"path": str(run / "authz.sock")}},
+        "translator": {"pipe": {"path": str(run / "translator.sock")}},
+        "admin_api": {"pipe": {"path": str(run / "admin.sock")}},
+    }
+    # Without a socket dir (Kubernetes, Compose): host and port, as before.
+    tcp = EdgeConfig.from_settings(
+        Settings(authz_host="authz", authz_port=8867, internal_token=TOKEN), None, None
+    )
+    assert tcp.authz == ("authz", 8867)
+
+
 def test_admin_interface_is_an_owner_only_unix_socket(bootstrap: dict[str, Any]) -> None:
     assert bootstrap["admin"]["address"] == {"pipe": {"path": str(ADMIN_SOCKET), "mode": 0o600}}
+
+
+def test_the_edge_has_a_memory_budget(bootstrap: dict[str, Any]) -> None:
+    """Buffered bodies are what a flood fills: the streams holding most are reset near it."""
+    overload = bootstrap["overloadManager"]
+    (heap,) = [m for m in overload["resourceMonitors"] if m["name"] == "envoy.resource_monitors.fixed_heap"]
+    assert heap["typedConfig"]["maxHeapSizeBytes"] == str(1024 * 2**20)
+    actions = {a["name"]: a["triggers"][0] for a in overload["actions"]}
+    assert actions["envoy.overload_actions.reset_high_memory_stream"]["scaled"] == {
+        "scalingThreshold": 0.8,
+        "saturationThreshold": 0.95,
+    }
+    assert actions["envoy.overload_actions.stop_accepting_requests"]["threshold"] == {"value": 0.98}
+    assert overload["bufferFactoryConfig"] == {"minimumAccountToTrackPowerOfTwo": 20}

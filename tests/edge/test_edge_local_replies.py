@@ -272,3 +272,19 @@ def test_nothing_envoy_answers_is_plain_text(edge: RunningEdge) -> None:
         status, body = raw_exchange(edge, request)
         assert status.split(b" ")[1] >= b"400", (request, status)
         assert isinstance(body, dict), (request, body)
+
+
+def test_a_transfer_encoding_envoy_does_not_know_is_501_readable_by_every_client(edge: RunningEdge) -> None:
+    for path in ("/v1/messages", "/admin/api-key/list", "/user/api-key/mine"):
+        request = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        status, body = raw_exchange(edge, request.encode())
+        assert status == b"HTTP/1.1 501 Not Implemented"
+        assert every_shape(body).startswith("The edge cannot handle this request (")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat%00/completions", "/admin/%00", "/v1/messages#fragment"])
+def test_a_refusal_without_envoys_own_text_still_says_why(edge: RunningEdge, path: str) -> None:
+    status, body = raw_exchange(edge, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    assert status.startswith(b"HTTP/1.1 400")
+    message = body["data"] if "data" in body else body["error"]["message"]
+    assert message.startswith("The edge refused the request: ") and "(" in message, body

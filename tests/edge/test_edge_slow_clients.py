@@ -206,9 +206,10 @@ def test_over_plain_http_a_silent_connection_is_closed_by_the_idle_timeout(
 
 
 def test_a_long_stream_outlives_every_short_timeout(tmp_path: Path, services: tuple[int, int]) -> None:
-    """Silences longer than the idle, headers and handshake timeouts: the stream goes on."""
+    """Silences longer than the idle, headers, request and handshake timeouts: the stream goes on."""
     with _edge(
-        tmp_path, services, tls_handshake_timeout_s=1, request_headers_timeout_s=1, idle_timeout_s=1
+        tmp_path, services, tls_handshake_timeout_s=1, request_headers_timeout_s=1, idle_timeout_s=1,
+        request_timeout_s=1,
     ) as edge:  # fmt: skip
         events = []
         started = time.monotonic()
@@ -223,3 +224,31 @@ def test_a_long_stream_outlives_every_short_timeout(tmp_path: Path, services: tu
         elapsed = time.monotonic() - started
     assert events == ["data: 0", "data: 1", "data: 2", "data: 3"]
     assert elapsed > 7
+
+
+def test_a_body_that_trickles_in_is_cut_by_the_request_timeout(
+    tmp_path: Path, services: tuple[int, int]
+) -> None:
+    """A body sent a few bytes at a time, to hold the edge's buffer for it, is cut (408)."""
+    with _edge(tmp_path, services, request_timeout_s=2) as edge, edge.connect_tls() as slow:
+        slow.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        started, answer = time.monotonic(), b""
+        slow.settimeout(0.2)
+        while time.monotonic() - started < 10:
+            try:
+                slow.sendall(b"{" if not answer else b"")
+                chunk = slow.recv(65536)
+            except (TimeoutError, ssl.SSLWantReadError):
+                continue
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+        waited = time.monotonic() - started
+    assert waited < 6, f"a trickled body was still being taken after {waited:.1f}s"
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "timeout_error"

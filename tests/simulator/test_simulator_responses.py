@@ -170,3 +170,27 @@ def test_invalid_requests(body: Any) -> None:
     with pytest.raises(SimulatedError) as caught:
         converse(body, default_output_tokens=16)
     assert (caught.value.name, caught.value.status) == ("ValidationException", 400)
+
+
+def test_tool_calls_count_within_max_tokens() -> None:
+    """A model stops at its ceiling, tool calls included: they are output tokens too."""
+    tool = {
+        "toolSpec": {
+            "name": "lookup",
+            "inputSchema": {"json": {"type": "object", "properties": {"q": {"type": "string"}}}},
+        }
+    }
+    body = {**request("go [[sim: tool=lookup]]", maxTokens=1), "toolConfig": {"tools": [tool]}}
+    answer = converse(body, default_output_tokens=16)
+    assert answer.stop_reason == "max_tokens"
+    assert answer.usage.output_tokens <= 1
+    roomy = converse({**body, "inferenceConfig": {"maxTokens": 100}}, default_output_tokens=16)
+    assert roomy.stop_reason == "tool_use" and 0 < roomy.usage.output_tokens <= 100
+
+
+def test_a_prompt_longer_than_the_context_window_is_refused() -> None:
+    with pytest.raises(SimulatedError) as refused:
+        converse(request("x" * 4000), default_output_tokens=1, context_window=500)
+    assert refused.value.name == "ValidationException"
+    assert "prompt is too long" in refused.value.message
+    assert converse(request("x" * 400), default_output_tokens=1, context_window=500).usage.input_tokens < 500

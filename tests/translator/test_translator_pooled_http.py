@@ -203,6 +203,55 @@ async def test_nobody_listening_fails_to_connect() -> None:
         await http.post("/x", {}, b"")
 
 
+async def test_a_unix_socket_is_reached_instead_of_the_urls_host(tmp_path: Path) -> None:
+    """The meter on one machine: every connection goes to its socket, the URL is the Host."""
+    requests: list[bytes] = []
+    connections = 0
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                requests.append(await read_request(reader))
+                writer.write(answer(b"committed"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    path = tmp_path / "meter.sock"
+    listener = await asyncio.start_unix_server(on_connection, str(path))
+    try:
+        http = PooledHttp("http://meter", unix_socket=path, connect_timeout_s=2)
+        for _ in range(2):
+            response = await http.post("/events", {"Content-Type": "application/json"}, b"[]")
+            assert (response.status, await response.read()) == (200, b"committed")
+        http.close()
+    finally:
+        listener.close()
+    assert connections == 1  # kept alive and reused, as over TCP
+    assert requests[0] == (
+        b"POST /events HTTP/1.1\r\nHost: meter\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\n\r\n[]"
+    )
+
+    gone = PooledHttp("http://meter", unix_socket=tmp_path / "nobody.sock")
+    with pytest.raises(HttpFailure, match=r"cannot connect \(FileNotFoundError\)"):
+        await gone.post("/events", {}, b"")
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy"),
+    [("https://meter", None), ("http://meter", "http://proxy:3128")],
+    ids=["tls", "proxy"],
+)
+def test_a_unix_socket_is_plain_http_without_a_proxy(tmp_path: Path, url: str, proxy: str | None) -> None:
+    with pytest.raises(ValueError, match="a Unix socket is reached over plain HTTP, without a proxy"):
+        PooledHttp(url, unix_socket=tmp_path / "meter.sock", proxy=proxy)
+
+
 def test_only_http_proxies_are_accepted() -> None:
     with pytest.raises(ValueError, match="unsupported proxy scheme 'socks5'"):
         PooledHttp("https://bedrock-runtime.us-east-1.amazonaws.com", proxy="socks5://proxy:1080")
