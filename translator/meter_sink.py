@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import logging
 import urllib.parse
 from pathlib import Path
-
-import orjson
 
 from core.internal_headers import INTERNAL_TOKEN
 from core.usage import UsageEvent
@@ -27,7 +24,7 @@ from translator.inflight_journal import InflightJournal
 from translator.pooled_http import HttpFailure, PooledHttp
 from translator.usage_spool import Segment, UsageSpool
 
-__all__ = ["MeterSink", "shippable"]
+__all__ = ["MeterSink"]
 
 log = logging.getLogger("translator.meter")
 
@@ -35,32 +32,14 @@ MAX_BATCH = 500
 """Events per batch; a full active segment is shipped before the interval ends."""
 MAX_BATCH_BYTES = 16 * 2**20
 """A batch larger than this goes in parts (the meter takes at most 64 MiB in one request)."""
-MAX_EVENT_BYTES = 4 * 2**20
-"""An event's chat-log text beyond this is cut (see `shippable`): never its figures."""
 MEMORY_CAP = 200_000
 """Events kept in memory while the meter is away; older batches are re-read from disk."""
 _ADOPT_EVERY_S = 5.0
 
 
-def shippable(event: UsageEvent) -> tuple[UsageEvent, bytes]:
-    """The event as it can always be shipped and stored, and its JSON: its billing figures
-    untouched, its chat-log text cut when it would make the event larger than MAX_EVENT_BYTES
-    (a prompt of 30 MB is kept as its first megabyte, with a note; the whole conversation is
-    then left out), or when it cannot be written at all (nested too deeply)."""
-    try:
-        encoded = orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        encoded = b""
-    if encoded and len(encoded) <= MAX_EVENT_BYTES:
-        return event, encoded
-    keep = MAX_EVENT_BYTES // 4
-    note = "\n[… cut: the chat log keeps the first {} of {} characters]"
-    cut = dataclasses.replace(event, whole_prompt=None)
-    if len(cut.prompt) > keep:
-        cut.prompt = cut.prompt[:keep] + note.format(keep, len(event.prompt))
-    if len(cut.completion) > keep:
-        cut.completion = cut.completion[:keep] + note.format(keep, len(event.completion))
-    return cut, orjson.dumps(cut)
+def _batch(encoded_events: list[bytes]) -> bytes:
+    """The meter's `/events` body for events already written as JSON."""
+    return b'{"events":[' + b",".join(encoded_events) + b"]}"
 
 
 class MeterSink:
@@ -105,7 +84,7 @@ class MeterSink:
     def submit(self, event: UsageEvent) -> None:
         """Record an event durably (one write syscall); the meter gets it soon after."""
         assert self._spool is not None, "MeterSink.start() first"
-        self._spool.append(*shippable(event))
+        self._spool.append(event)
         if self._spool.active_count >= MAX_BATCH:
             self._wake.set()
 
@@ -198,21 +177,26 @@ class MeterSink:
         """Keep memory bounded while the meter is away: old batches stay only on disk."""
         in_memory = 0
         for segment in reversed(self._ready):
-            if segment.events is None:
+            if segment.lines is None:
                 continue
             in_memory += segment.count
             if in_memory > MEMORY_CAP:
-                segment.events = None
+                segment.lines = None
 
-    async def _ship(self, events: list[UsageEvent]) -> bool:
-        """Post a batch (in parts, if it is larger than the meter takes); True once committed."""
-        if not events:
-            return True
-        body = b'{"events":[' + b",".join(shippable(event)[1] for event in events) + b"]}"
-        if len(body) > MAX_BATCH_BYTES and len(events) > 1:
-            half = len(events) // 2
-            return await self._ship(events[:half]) and await self._ship(events[half:])
-        return await self._post(body, len(events))
+    async def _ship(self, lines: list[bytes]) -> bool:
+        """Post a batch of events (their JSON lines from the spool), in parts of at most
+        MAX_BATCH_BYTES (the meter takes at most 64 MiB in one request); True once the meter
+        committed every part."""
+        part: list[bytes] = []
+        size = 0
+        for line in lines:
+            if part and size + len(line) > MAX_BATCH_BYTES:
+                if not await self._post(_batch(part), len(part)):
+                    return False
+                part, size = [], 0
+            part.append(line)
+            size += len(line) + 1
+        return not part or await self._post(_batch(part), len(part))
 
     async def _post(self, body: bytes, count: int) -> bool:
         assert self._http is not None

@@ -16,6 +16,7 @@ event id, so replaying a segment that was in fact delivered bills nothing twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -28,23 +29,54 @@ import orjson
 from core.usage import UsageEvent
 from translator.inflight_journal import journal_files, recover
 
-__all__ = ["Segment", "UsageSpool"]
+__all__ = ["MAX_EVENT_BYTES", "Segment", "UsageSpool", "shippable"]
 
 log = logging.getLogger("translator.spool")
 
 
+MAX_EVENT_BYTES = 4 * 2**20
+"""An event's chat-log text beyond this is cut (see `shippable`): never its figures."""
+
+
+def shippable(event: UsageEvent) -> tuple[UsageEvent, bytes]:
+    """The event as it can always be shipped and stored, and its JSON (the line the spool
+    keeps, and sends as it is): its billing figures untouched, its chat-log text cut when it
+    would make the event larger than MAX_EVENT_BYTES (a prompt of 30 MB is kept as its first
+    megabyte, with a note; the whole conversation is then left out), or when it cannot be
+    written at all (nested too deeply)."""
+    try:
+        encoded = orjson.dumps(event)  # orjson writes the dataclass
+    except orjson.JSONEncodeError:
+        encoded = b""
+    if encoded and len(encoded) <= MAX_EVENT_BYTES:
+        return event, encoded
+    keep = MAX_EVENT_BYTES // 4
+    note = "\n[… cut: the chat log keeps the first {} of {} characters]"
+    cut = dataclasses.replace(event, whole_prompt=None)
+    if len(cut.prompt) > keep:
+        cut.prompt = cut.prompt[:keep] + note.format(keep, len(event.prompt))
+    if len(cut.completion) > keep:
+        cut.completion = cut.completion[:keep] + note.format(keep, len(event.completion))
+    return cut, orjson.dumps(cut)
+
+
 @dataclass
 class Segment:
-    """One batch of events, on disk and (unless evicted) in memory."""
+    """One batch of events, on disk and (unless evicted) in memory, as the JSON lines that are
+    shipped as they are."""
 
     path: Path
-    events: list[UsageEvent] | None = field(default_factory=list)
+    lines: list[bytes] | None = field(default_factory=list)
     count: int = 0
 
-    def load(self) -> list[UsageEvent]:
-        """The segment's events, read back from disk if they were evicted from memory."""
-        if self.events is not None:
-            return self.events
+    def load(self) -> list[bytes]:
+        """The segment's events' JSON, read back from disk if they were evicted from memory."""
+        if self.lines is not None:
+            return self.lines
+        return [shippable(event)[1] for event in self.events()]
+
+    def events(self) -> list[UsageEvent]:
+        """The segment's events, as read back from disk (each line checked)."""
         events = []
         with open(self.path, "rb") as f:
             for number, line in enumerate(f, 1):
@@ -70,18 +102,18 @@ class UsageSpool:
         self._active: Segment | None = None
         self._active_fd: int | None = None
 
-    def append(self, event: UsageEvent, encoded: bytes | None = None) -> None:
-        """Write one event (`encoded`: its JSON, if the caller has it) to the active segment
-        (one write syscall; no fsync here)."""
+    def append(self, event: UsageEvent) -> None:
+        """Write one event to the active segment (one write syscall; no fsync here), as it
+        will be shipped (`shippable`)."""
         if self._active is None:
             self._sequence += 1
             path = self.directory / f"{self.owner}-{self._sequence:012d}.jsonl"
             self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._active = Segment(path)
-        assert self._active_fd is not None and self._active.events is not None
-        line = encoded if encoded is not None else orjson.dumps(event)  # orjson writes the dataclass
+        assert self._active_fd is not None and self._active.lines is not None
+        _, line = shippable(event)
         os.write(self._active_fd, line + b"\n")
-        self._active.events.append(event)
+        self._active.lines.append(line)
         self._active.count += 1
 
     @property
@@ -134,10 +166,11 @@ class UsageSpool:
                     self._sequence += 1
                     target = self.directory / f"{self.owner}-{self._sequence:012d}.jsonl"
                     os.rename(path, target)  # atomic: one owner at a time
-                    segment = Segment(target, events=None)
-                    segment.events = segment.load()
-                    segment.count = len(segment.events)
-                    shipped.update(event.event_id for event in segment.events)
+                    segment = Segment(target, lines=None)
+                    events = segment.events()
+                    segment.lines = [shippable(event)[1] for event in events]
+                    segment.count = len(events)
+                    shipped.update(event.event_id for event in events)
                     adopted.append(segment)
                 journal = journal_files(self.directory, owner)
                 recovered = [e for e in recover(journal) if e.event_id not in shipped]

@@ -111,14 +111,14 @@ def test_a_successor_recovers_a_killed_translators_calls(tmp_path: Path) -> None
     successor = UsageSpool(tmp_path)
     adopted = successor.adopt_orphans()
     # The finished call's real event ships (adopted segment); its journal entry adds nothing.
-    assert [(e.event_id, e.output_tokens) for s in adopted for e in s.load()] == [
+    assert [(e.event_id, e.output_tokens) for s in adopted for e in s.events()] == [
         ("22222222-2222-2222-2222-222222222222", 9)
     ]
     detached = successor.detach()
     assert detached is not None
     segment, fd = detached
     UsageSpool.seal(fd)
-    (recovered,) = segment.load()
+    (recovered,) = segment.events()
     assert recovered.event_id == "11111111-1111-1111-1111-111111111111"
     assert recovered.estimated and recovered.output_tokens == 10 and recovered.input_tokens == 10
     assert recovered.api == "anthropic.messages"

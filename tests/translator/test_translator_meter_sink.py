@@ -6,7 +6,7 @@ import orjson
 
 from core.usage import UsageEvent
 from translator.converse_helpers import without_media
-from translator.meter_sink import MAX_EVENT_BYTES, shippable
+from translator.usage_spool import MAX_EVENT_BYTES, shippable
 
 
 def event(**fields: object) -> UsageEvent:

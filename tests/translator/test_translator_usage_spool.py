@@ -27,7 +27,7 @@ def test_events_are_written_before_any_seal(tmp_path: Path) -> None:
     segment, fd = detached
     UsageSpool.seal(fd)
     assert spool.active_count == 0
-    assert [e.event_id for e in segment.load()] == [first.event_id]
+    assert [e.event_id for e in segment.events()] == [first.event_id]
     spool.append(event())  # a new segment starts
     assert len(list(tmp_path.glob("*.jsonl"))) == 2
     spool.delete(segment)
@@ -52,7 +52,7 @@ def test_segments_of_a_dead_owner_are_adopted_once(tmp_path: Path) -> None:
     dead.close()  # releases its lock, as a dying process would
     heir = UsageSpool(tmp_path)
     adopted = heir.adopt_orphans()
-    assert [e.event_id for s in adopted for e in s.load()] == [e.event_id for e in events]
+    assert [e.event_id for s in adopted for e in s.events()] == [e.event_id for e in events]
     assert all(s.path.name.startswith(heir.owner) for s in adopted)
     assert heir.adopt_orphans() == []  # nobody adopts them twice
     assert not list(tmp_path.glob(f"{dead.owner}*"))
@@ -69,5 +69,5 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
         f.write(b'{"event_id": "half-writt')
     heir = UsageSpool(tmp_path)
     adopted = heir.adopt_orphans()
-    assert [e.event_id for s in adopted for e in s.load()] == [kept.event_id]
+    assert [e.event_id for s in adopted for e in s.events()] == [kept.event_id]
     heir.close()
