@@ -1,4 +1,5 @@
-"""Helpers for the admin API tests: Envoy's caller headers, envelope checks, and rows written
+"""Helpers for the admin API tests: Envoy's caller headers, envelope checks (kept in
+tests/envelopes.py, shared with the end-to-end tests, and offered here too), and rows written
 directly with SQL (as the meter would) for the routes that only read them.
 
 Named uniquely (not `helpers.py`) because test folders here have no `__init__.py`, so every
@@ -15,7 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import httpx
+from envelopes import error_message as error_message
+from envelopes import ok_data as ok_data
 
 from core.api_keys import display_prefix, generate_key, hash_key
 from core.internal_headers import INTERNAL_TOKEN, KEY_ID, KEY_ROLE
@@ -34,23 +36,6 @@ def as_admin(key_id: int = 1) -> dict[str, str]:
 
 def as_user(key_id: int) -> dict[str, str]:
     return {KEY_ID: str(key_id), KEY_ROLE: "user"}
-
-
-def ok_data(response: httpx.Response, status: int = 200) -> Any:
-    """The `data` of a success envelope, after checking status and shape."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is True, body
-    return body["data"]
-
-
-def error_message(response: httpx.Response, status: int) -> str:
-    """The message of an error envelope, after checking status and shape."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert isinstance(body["data"], str)
-    return body["data"]
 
 
 async def insert_key(

@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,36 @@ import admin_api.__main__ as entry
 from core import asgi_serving
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def _python_m_admin_api(database_url: str, workers: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m admin_api` with `env` added to the BRPROXY_* it always needs; afterwards a
+    Ctrl-C (SIGINT), which it must take cleanly (exit status 0)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "admin_api"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "BRPROXY_DATABASE_URL": database_url,
+            "BRPROXY_WORKERS": str(workers),
+            "BRPROXY_INTERNAL_TOKEN": TEST_INTERNAL_TOKEN,
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    assert process.returncode == 0, stderr.decode()
 
 
 def test_main_runs_uvicorn_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,24 +101,14 @@ def test_main_without_a_database_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("workers", [1, 2])
 def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "BRPROXY_DATABASE_URL": database_url,
-        "BRPROXY_ADMIN_PORT": str(port),
-        "BRPROXY_WORKERS": str(workers),
-        "BRPROXY_AUTHZ_PORT": str(free_port()),
-        "BRPROXY_TRANSLATOR_PORT": str(free_port()),
-        "BRPROXY_METER_PORT": str(free_port()),
-        "BRPROXY_INTERNAL_TOKEN": TEST_INTERNAL_TOKEN,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "admin_api"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with _python_m_admin_api(
+        database_url,
+        workers,
+        BRPROXY_ADMIN_PORT=str(port),
+        BRPROXY_AUTHZ_PORT=str(free_port()),
+        BRPROXY_TRANSLATOR_PORT=str(free_port()),
+        BRPROXY_METER_PORT=str(free_port()),
+    ) as process:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False) as client:
             deadline = time.monotonic() + 20
             while True:
@@ -102,15 +124,6 @@ def test_python_m_admin_api_serves(database_url: str, workers: int) -> None:
         assert listed.json()["success"] is True
         assert health.status_code == 503
         assert "server" not in listed.headers
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-    assert process.returncode == 0, stderr.decode()
 
 
 def test_main_with_a_socket_dir_gives_uvicorn_its_bound_socket(
@@ -159,22 +172,12 @@ def test_python_m_admin_api_serves_on_its_socket_only(
     stale.bind(str(path))  # left by a predecessor that was killed
     stale.close()
     port = free_port()
-    env = {
-        **os.environ,
-        "BRPROXY_DATABASE_URL": database_url,
-        "BRPROXY_SOCKET_DIR": str(run),
-        "BRPROXY_ADMIN_PORT": str(port),  # ignored: a socket dir means no port
-        "BRPROXY_WORKERS": str(workers),
-        "BRPROXY_INTERNAL_TOKEN": TEST_INTERNAL_TOKEN,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "admin_api"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with _python_m_admin_api(
+        database_url,
+        workers,
+        BRPROXY_SOCKET_DIR=str(run),
+        BRPROXY_ADMIN_PORT=str(port),  # ignored: a socket dir means no port
+    ) as process:
         deadline = time.monotonic() + 20
         while not _accepts(path):  # (httpx leaks its socket on a refused Unix connect)
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
@@ -192,13 +195,4 @@ def test_python_m_admin_api_serves_on_its_socket_only(
             assert [c for c in member.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, stderr = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            raise
-    assert process.returncode == 0, stderr.decode()
     assert not path.exists()  # removed on the way out

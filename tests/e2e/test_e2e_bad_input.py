@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e_clients import openai_sdk
+from envelopes import error_message
 from stack_process import BOOTSTRAP_KEY, Stack
 
 pytestmark = pytest.mark.e2e
@@ -39,14 +40,6 @@ def first_key(stack: Stack) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def user_key(stack: Stack, first_key: dict[str, Any]) -> dict[str, Any]:
     return stack.create_key("bad-input-user", month_quota=5, balance=5)
-
-
-def envelope_error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False, body
-    assert isinstance(body["data"], str)
-    return body["data"]
 
 
 def post_raw(stack: Stack, path: str, raw: str, key: str = BOOTSTRAP_KEY) -> httpx.Response:
@@ -88,7 +81,7 @@ def test_nul_in_q_on_every_list_route_is_a_400_logged_once(
     key = user_key["api_key"] if path.startswith("/user") else BOOTSTRAP_KEY
     response = stack.admin("GET", path, key, params={"q": NUL})
 
-    assert envelope_error(response, 400) == "q: must not contain NUL (U+0000)"
+    assert error_message(response, 400) == "q: must not contain NUL (U+0000)"
     request_id = response.headers["x-request-id"]
     line = logged_line(stack, request_id)
     assert "refused GET" in line and "400 q: must not contain NUL" in line
@@ -102,7 +95,7 @@ def test_nul_in_name_or_email_on_apply_creates_nothing(stack: Stack, field: str)
 
     response = stack.admin("POST", "/admin/api-key/apply", json=body)
 
-    assert envelope_error(response, 400) == f"{field}: must not contain NUL (U+0000)"
+    assert error_message(response, 400) == f"{field}: must not contain NUL (U+0000)"
     assert stack.sql("SELECT count(*) AS n FROM api_keys")[0]["n"] == before
 
 
@@ -114,21 +107,21 @@ def test_nul_in_name_or_email_on_update_changes_nothing(
 
     response = stack.admin("POST", "/admin/api-key/update", json={"id": user_key["id"], field: NUL})
 
-    assert envelope_error(response, 400) == f"{field}: must not contain NUL (U+0000)"
+    assert error_message(response, 400) == f"{field}: must not contain NUL (U+0000)"
     assert key_row(stack, user_key["id"]) == before
 
 
 def test_nul_in_a_model_name_on_reset_is_a_400(stack: Stack) -> None:
     response = post_raw(stack, "/admin/model/reset", '{"name": "claude-3-haiku\\u0000"}')
 
-    assert envelope_error(response, 400) == "name: must not contain NUL (U+0000)"
+    assert error_message(response, 400) == "name: must not contain NUL (U+0000)"
 
 
 def test_nul_in_a_model_name_in_the_query_is_a_400(stack: Stack) -> None:
     # In the path (/admin/model/detail/a%00b) Envoy refuses it first, with its own 400.
     response = stack.admin("GET", "/admin/model/detail", params={"name": "claude-3-haiku\x00"})
 
-    assert envelope_error(response, 400) == "name: must not contain NUL (U+0000)"
+    assert error_message(response, 400) == "name: must not contain NUL (U+0000)"
 
 
 def test_a_lone_surrogate_in_a_name_is_a_400_naming_it(stack: Stack) -> None:
@@ -136,7 +129,7 @@ def test_a_lone_surrogate_in_a_name_is_a_400_naming_it(stack: Stack) -> None:
 
     response = post_raw(stack, "/admin/api-key/apply", '{"name": "half \\ud800 a pair"}')
 
-    assert envelope_error(response, 400) == "name: must not contain a lone surrogate (U+D800)"
+    assert error_message(response, 400) == "name: must not contain a lone surrogate (U+D800)"
     assert stack.sql("SELECT count(*) AS n FROM api_keys")[0]["n"] == before
 
 
@@ -152,7 +145,7 @@ def test_a_recharge_finer_than_1e_9_is_refused_and_records_no_payment(
 
     response = post_raw(stack, "/admin/api-key/recharge", f'{{"id": {user_key["id"]}, "balance": {amount}}}')
 
-    message = envelope_error(response, 400)
+    message = error_message(response, 400)
     assert message.startswith("balance: has digits below 0.000000001")
     assert stack.sql("SELECT count(*) AS n FROM payments")[0]["n"] == payments
     assert key_row(stack, user_key["id"])["balance"] == balance
@@ -178,7 +171,7 @@ def test_an_id_that_is_not_a_json_integer_does_not_rename_key_1(
 ) -> None:
     response = post_raw(stack, "/admin/api-key/update", f'{{"id": {raw_id}, "name": "renamed"}}')
 
-    assert envelope_error(response, 400) == "id: must be an integer"
+    assert error_message(response, 400) == "id: must be an integer"
     assert key_row(stack, 1)["name"] == "first-key"
 
 
@@ -187,7 +180,7 @@ def test_true_is_not_key_1_on_recharge(stack: Stack, first_key: dict[str, Any]) 
 
     response = post_raw(stack, "/admin/api-key/recharge", '{"id": true, "balance": 1}')
 
-    assert envelope_error(response, 400) == "id: must be an integer"
+    assert error_message(response, 400) == "id: must be an integer"
     assert key_row(stack, 1)["balance"] == balance
 
 

@@ -18,9 +18,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +26,10 @@ import httpx
 import httpx2
 import openai
 import pytest
+from certificates import self_signed, served_certificate, signed_with, tls_server, write_pair
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from stack_process import Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
@@ -44,6 +41,11 @@ needs_node = pytest.mark.skipif(
 HAIKU_45 = "claude-haiku-4-5-20251001"
 FORGED_HOST = "api.anthropic.com"
 MODELS = b'{"object": "list", "data": [], "has_more": false, "first_id": null, "last_id": null}'
+IMPOSTOR_ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+    % (len(MODELS), MODELS)
+)
+"""What the impostor answers every request with: like GET /v1/models."""
 
 # One HTTPS GET with Node's own TLS stack; prints {"status", "body"} or {"error", "message"}.
 NODE_GET = """
@@ -96,25 +98,25 @@ def _port(stack: Stack) -> int:
     return int(stack.base_url.rsplit(":", 1)[1])
 
 
-def _served(port: int) -> x509.Certificate:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
-
-
 def _is_ca(certificate: x509.Certificate) -> bool:
     return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+
+
+def _openai_trusting(cert: Path, base_url: str, key: str) -> openai.OpenAI:
+    http = httpx.Client(verify=_trusting(cert), trust_env=False, timeout=30)
+    return openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=http)
+
+
+def _anthropic_trusting(cert: Path, base_url: str, key: str) -> anthropic.Anthropic:
+    http = httpx2.Client(verify=_trusting(cert), trust_env=False, timeout=30)
+    return anthropic.Anthropic(base_url=base_url, api_key=key, max_retries=0, http_client=http)
 
 
 @needs_node
 def test_clients_trusting_only_the_generated_certificate_reach_the_stack(stack: Stack) -> None:
     assert stack.cert is not None
     cert, port = stack.cert, _port(stack)
-    served = _served(port)
+    served = served_certificate(port)
     assert served == x509.load_pem_x509_certificate(cert.read_bytes())
     assert not _is_ca(served)
     key = stack.create_key("trusts-the-generated-certificate", balance=1)["api_key"]
@@ -122,18 +124,12 @@ def test_clients_trusting_only_the_generated_certificate_reach_the_stack(stack: 
         base = f"https://{host}:{port}"
         with httpx.Client(verify=_trusting(cert), trust_env=False) as client:
             assert client.get(f"{base}/health").status_code == 200
-        with openai.OpenAI(
-            base_url=f"{base}/v1", api_key=key, max_retries=0,
-            http_client=httpx.Client(verify=_trusting(cert), trust_env=False, timeout=30),
-        ) as sdk:  # fmt: skip
+        with _openai_trusting(cert, f"{base}/v1", key) as sdk:
             reply = sdk.chat.completions.create(
                 model="claude-3-haiku", messages=[{"role": "user", "content": "hi [[sim:tokens=7]]"}]
             )
         assert (reply.choices[0].message.content or "").startswith("Simulated answer to: hi")
-        with anthropic.Anthropic(
-            base_url=base, api_key=key, max_retries=0,
-            http_client=httpx2.Client(verify=_trusting(cert), trust_env=False, timeout=30),
-        ) as claude:  # fmt: skip
+        with _anthropic_trusting(cert, base, key) as claude:
             message = claude.messages.create(
                 model=HAIKU_45, max_tokens=50, messages=[{"role": "user", "content": "hi [[sim:tokens=7]]"}]
             )
@@ -145,39 +141,6 @@ def test_clients_trusting_only_the_generated_certificate_reach_the_stack(stack: 
         assert any(model["id"] == "claude-3-haiku" for model in json.loads(node["body"])["data"])
     # Without NODE_EXTRA_CA_CERTS Node refuses it: the variable is what makes Claude Code trust it.
     assert _node_get(None, "localhost", port, "/health")["error"] == "DEPTH_ZERO_SELF_SIGNED_CERT"
-
-
-@contextmanager
-def _impostor(cert: Path, key: Path) -> Iterator[int]:
-    """A TLS server presenting `cert` that answers every request like GET /v1/models."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return  # closed: the test is over
-            try:
-                with context.wrap_socket(raw, server_side=True) as tls:
-                    tls.recv(65536)
-                    head = (
-                        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(MODELS)}"
-                    )
-                    tls.sendall(f"{head}\r\nconnection: close\r\n\r\n".encode() + MODELS)
-            except (OSError, ssl.SSLError):
-                raw.close()  # the client refused the certificate
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (closing alone does not)
-        listener.close()
-        thread.join(timeout=5)
 
 
 def _refusal(error: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -199,38 +162,14 @@ def test_clients_trusting_it_refuse_a_certificate_signed_with_its_key(stack: Sta
         (stack.data_dir / "tls" / "brproxy-selfsigned.key").read_bytes(), password=None
     )
     assert isinstance(generated_key, ec.EllipticCurvePrivateKey)
-    impostor_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    forged = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FORGED_HOST)]))
-        .issuer_name(generated.subject)
-        .public_key(impostor_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName(FORGED_HOST),
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(generated_key, hashes.SHA256())
-    )
-    forged_cert, forged_key = tmp_path / "forged.crt", tmp_path / "forged.key"
-    forged_cert.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
-    forged_key.write_bytes(
-        impostor_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    names = [
+        x509.DNSName(FORGED_HOST),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    forged = write_pair(tmp_path / "forged", *signed_with(generated, generated_key, FORGED_HOST, names))
     trusted = stack.cert
-    with _impostor(forged_cert, forged_key) as port:
+    with tls_server(*forged, answer=IMPOSTOR_ANSWER) as port:
         with (
             pytest.raises(ssl.SSLCertVerificationError) as python,
             socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
@@ -239,27 +178,21 @@ def test_clients_trusting_it_refuse_a_certificate_signed_with_its_key(stack: Sta
             pass
         assert python.value.verify_message == "invalid CA certificate"
 
-        with (
-            pytest.raises(openai.APIConnectionError) as sdk_error,
-            openai.OpenAI(
-                base_url=f"https://127.0.0.1:{port}/v1", api_key="br-anything", max_retries=0,
-                http_client=httpx.Client(verify=_trusting(trusted), trust_env=False, timeout=30),
-            ) as sdk,
-        ):  # fmt: skip
-            sdk.models.list()
-        refusal = _refusal(sdk_error.value)
-        assert refusal is not None and refusal.verify_message == "invalid CA certificate", sdk_error.value
-
-        with (
-            pytest.raises(anthropic.APIConnectionError) as claude_error,
-            anthropic.Anthropic(
-                base_url=f"https://localhost:{port}", api_key="br-anything", max_retries=0,
-                http_client=httpx2.Client(verify=_trusting(trusted), trust_env=False, timeout=30),
-            ) as claude,
-        ):  # fmt: skip
-            claude.models.list()
-        refusal = _refusal(claude_error.value)
-        assert refusal is not None and refusal.verify_message == "invalid CA certificate", claude_error.value
+        sdks = [
+            (
+                openai.APIConnectionError,
+                _openai_trusting(trusted, f"https://127.0.0.1:{port}/v1", "br-anything"),
+            ),
+            (
+                anthropic.APIConnectionError,
+                _anthropic_trusting(trusted, f"https://localhost:{port}", "br-anything"),
+            ),
+        ]
+        for error, sdk in sdks:
+            with pytest.raises(error) as sdk_error, sdk:
+                sdk.models.list()
+            refusal = _refusal(sdk_error.value)
+            assert refusal is not None and refusal.verify_message == "invalid CA certificate", sdk_error.value
 
         curl = _curl(
             trusted, f"https://{FORGED_HOST}:{port}/", "--resolve", f"{FORGED_HOST}:{port}:127.0.0.1"
@@ -275,47 +208,15 @@ def test_clients_trusting_it_refuse_a_certificate_signed_with_its_key(stack: Sta
         assert _node_get(trusted, "localhost", port, "/v1/models") == refused
 
 
-def _certificate_authority_as_fe62f59_made_it(directory: Path) -> x509.Certificate:
-    """The certificate earlier versions generated: self-signed, CA:TRUE, ten years."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "BRProxy self-signed (localhost)")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("::1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True)
-    (directory / "brproxy-selfsigned.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "brproxy-selfsigned.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return certificate
-
-
 def test_a_data_dir_with_the_old_certificate_authority_gets_a_leaf_and_says_so(
     tmp_path: Path, database_url: str
 ) -> None:
     data_dir = tmp_path / "data"
-    old = _certificate_authority_as_fe62f59_made_it(data_dir / "tls")
+    # The certificate earlier versions generated: self-signed, CA:TRUE, ten years.
+    old, old_key = self_signed(
+        ca=True, lifetime=dt.timedelta(days=3650, minutes=5), ends_in=dt.timedelta(days=3650)
+    )
+    write_pair(data_dir / "tls", old, old_key)
     stack = start_stack(data_dir, database_url)
     try:
         cert = (data_dir / "tls" / "brproxy-selfsigned.crt").resolve()
@@ -326,7 +227,7 @@ def test_a_data_dir_with_the_old_certificate_authority_gets_a_leaf_and_says_so(
             f"certificates for any host): trust the new one on your clients again: {cert}\n"
         ]
         assert not any("Generated a self-signed" in line for line in stack.output)
-        served = _served(_port(stack))
+        served = served_certificate(_port(stack))
         assert served != old and not _is_ca(served)
         assert served == x509.load_pem_x509_certificate(cert.read_bytes())
         with httpx.Client(verify=_trusting(cert), trust_env=False) as client:

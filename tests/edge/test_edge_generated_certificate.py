@@ -14,27 +14,20 @@ import secrets
 import socket
 import ssl
 import stat
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from certificates import LOOPBACK, self_signed, signed_with, tls_server, write_pair
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.settings import Settings
 from edge.__main__ import prepare
 from edge.tls import ensure_self_signed
 
-LOOPBACK = {
-    x509.DNSName("localhost"),
-    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    x509.IPAddress(ipaddress.ip_address("::1")),
-}
 APPLE_LIMIT = dt.timedelta(days=825)  # support.apple.com/103769: TLS server certificates
 
 
@@ -49,74 +42,6 @@ def _load(path: Path) -> x509.Certificate:
 
 def _names(certificate: x509.Certificate) -> set[x509.GeneralName]:
     return set(certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-
-
-def _write_pair(directory: Path, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "brproxy-selfsigned.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / "brproxy-selfsigned.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
-def _self_signed(
-    *, ca: bool, lifetime: dt.timedelta, ends_in: dt.timedelta
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate for the loopback names: `ca=True` is what fe62f59 generated (ten years, CA:TRUE)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "BRProxy self-signed (localhost)")])
-    end = dt.datetime.now(dt.UTC) + ends_in
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(end - lifetime)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(sorted(LOOPBACK, key=str)), critical=False)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        ).add_extension(
-            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
-        )
-    return builder.sign(key, hashes.SHA256()), key
-
-
-@contextmanager
-def _tls_server(cert: Path, key: Path, host: str = "127.0.0.1") -> Iterator[int]:
-    """A TLS server presenting `cert`, answering any request with 200; yields its port."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    listener = socket.create_server((host, 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return  # closed: the test is over
-            try:
-                with context.wrap_socket(raw, server_side=True) as tls:
-                    tls.recv(65536)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-            except (OSError, ssl.SSLError):
-                raw.close()  # the client refused the certificate
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (closing alone does not)
-        listener.close()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
 
 
 def _python_ssl_verifies(trusted: Path, port: int, hostname: str, host: str = "127.0.0.1") -> bool:
@@ -161,25 +86,10 @@ def test_its_key_cannot_vouch_for_another_certificate(tmp_path: Path) -> None:
     issuer_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
     assert isinstance(issuer_key, ec.EllipticCurvePrivateKey)
     for hostname in ("api.anthropic.com", "localhost"):
-        forged_key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        forged = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-            .issuer_name(issuer.subject)
-            .public_key(forged_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(issuer_key, hashes.SHA256())
-        )
-        _write_pair(tmp_path / hostname, forged, forged_key)
-        pair = tmp_path / hostname / "brproxy-selfsigned.crt", tmp_path / hostname / "brproxy-selfsigned.key"
-        with _tls_server(*pair) as port:
+        forged = signed_with(issuer, issuer_key, hostname, [x509.DNSName(hostname)])
+        with tls_server(*write_pair(tmp_path / hostname, *forged)) as port:
             assert not _python_ssl_verifies(cert, port, hostname), f"a forged {hostname} was trusted"
-    with _tls_server(cert, key) as port:  # the genuine one is trusted: the refusals above mean something
+    with tls_server(cert, key) as port:  # the genuine one is trusted: the refusals above mean something
         assert _python_ssl_verifies(cert, port, "localhost")
 
 
@@ -192,7 +102,7 @@ def test_two_installations_can_be_trusted_side_by_side(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(b"".join(cert.read_bytes() for cert, _ in pairs))
     for cert, key in pairs:
-        with _tls_server(cert, key) as port:
+        with tls_server(cert, key) as port:
             assert _python_ssl_verifies(bundle, port, "localhost"), f"{cert.parent.name} not trusted"
 
 
@@ -200,8 +110,8 @@ def test_a_generated_certificate_authority_is_replaced_with_a_notice_but_never_t
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
-    old, old_key = _self_signed(ca=True, lifetime=dt.timedelta(days=3650), ends_in=dt.timedelta(days=3000))
-    _write_pair(data_dir / "tls", old, old_key)
+    old, old_key = self_signed(ca=True, lifetime=dt.timedelta(days=3650), ends_in=dt.timedelta(days=3000))
+    write_pair(data_dir / "tls", old, old_key)
     (data_dir / "tls" / "brproxy-selfsigned.key").chmod(0o644)  # as a copy or a restore may leave it
 
     summary = _prepare(data_dir)
@@ -228,8 +138,7 @@ def test_a_generated_certificate_authority_is_replaced_with_a_notice_but_never_t
     assert stat.S_IMODE((data_dir / "tls" / "brproxy-selfsigned.key").stat().st_mode) == 0o600
 
     # The user's own certificate is theirs to judge: even a CA is served as given, untouched.
-    _write_pair(tmp_path / "mine", old, old_key)
-    mine = tmp_path / "mine" / "brproxy-selfsigned.crt", tmp_path / "mine" / "brproxy-selfsigned.key"
+    mine = write_pair(tmp_path / "mine", old, old_key)
     before = [path.read_bytes() for path in mine]
     own = _prepare(tmp_path / "own", tls_cert=mine[0], tls_key=mine[1])
     assert own["tls_cert"] == str(mine[0].resolve())
@@ -239,22 +148,22 @@ def test_a_generated_certificate_authority_is_replaced_with_a_notice_but_never_t
 
 
 def _expiring(directory: Path) -> str:
-    certificate, key = _self_signed(ca=False, lifetime=dt.timedelta(days=800), ends_in=dt.timedelta(days=10))
-    _write_pair(directory, certificate, key)
+    certificate, key = self_signed(ca=False, lifetime=dt.timedelta(days=800), ends_in=dt.timedelta(days=10))
+    write_pair(directory, certificate, key)
     return f"the old one expires on {certificate.not_valid_after_utc:%Y-%m-%d}"
 
 
 def _expired(directory: Path) -> str:
-    certificate, key = _self_signed(ca=False, lifetime=dt.timedelta(days=800), ends_in=-dt.timedelta(days=1))
-    _write_pair(directory, certificate, key)
+    certificate, key = self_signed(ca=False, lifetime=dt.timedelta(days=800), ends_in=-dt.timedelta(days=1))
+    write_pair(directory, certificate, key)
     return f"the old one expired on {certificate.not_valid_after_utc:%Y-%m-%d}"
 
 
 def _too_long(directory: Path) -> str:
-    certificate, key = _self_signed(
+    certificate, key = self_signed(
         ca=False, lifetime=dt.timedelta(days=3650), ends_in=dt.timedelta(days=3000)
     )
-    _write_pair(directory, certificate, key)
+    write_pair(directory, certificate, key)
     return "the old one was valid for more than 825 days, which Apple platforms refuse"
 
 
@@ -323,7 +232,7 @@ def test_a_new_address_gets_a_certificate_naming_it_that_clients_verify(tmp_path
         "The generated TLS certificate changed (the old one did not name 127.0.0.2): trust the new one "
         f"on your clients again: {cert.resolve()}"
     )
-    with _tls_server(cert, key, host="127.0.0.2") as port:
+    with tls_server(cert, key, host="127.0.0.2") as port:
         assert _python_ssl_verifies(cert, port, "127.0.0.2", host="127.0.0.2")
     back = _prepare(tmp_path)  # back on the default address: the certificate still names it
     assert (back["tls_cert_created"], back.get("tls_cert_notice")) == (False, None)

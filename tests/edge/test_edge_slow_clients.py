@@ -8,7 +8,6 @@ keep-alive connection are closed, and none of that cuts a long, mostly silent st
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import time
@@ -20,9 +19,15 @@ import httpx
 import orjson
 import pytest
 from edge_process import STREAM_PATH, RunningEdge, running_edge, stand_in_authz, stand_in_upstream
+from raw_connections import closed_by_the_edge, held_open, trickle
 
 CEILING = 12
 PER_SOURCE = 4
+PER_SOURCE_LIMITED = {
+    "max_connections": CEILING,
+    "max_connections_per_source": PER_SOURCE,
+    "tls_handshake_timeout_s": 60,  # connections are refused for their number, not their silence
+}
 
 
 @pytest.fixture
@@ -34,25 +39,6 @@ def services() -> Iterator[tuple[int, int]]:
 def _edge(tmp_path: Path, services: tuple[int, int], *, tls: bool = True, **settings: Any) -> Any:
     authz, upstream = services
     return running_edge(tmp_path, tls=tls, authz=authz, upstream=upstream, **settings)
-
-
-def _closed_by_the_edge(connections: list[socket.socket], within: float) -> list[socket.socket]:
-    """The connections the edge closes within `within` seconds (it never writes to these)."""
-    closed: list[socket.socket] = []
-    deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0:
-        waiting = [c for c in connections if c not in closed]
-        if not waiting:
-            break
-        readable, _, _ = select.select(waiting, [], [], left)
-        for connection in readable:
-            try:
-                data = connection.recv(1)
-            except (ConnectionResetError, ssl.SSLError):
-                data = b""
-            assert data == b"", "the edge wrote to a connection that sent nothing"
-            closed.append(connection)
-    return closed
 
 
 def _seconds_until_closed(connection: socket.socket, limit: float) -> float | None:
@@ -79,52 +65,42 @@ def _request_from(edge: RunningEdge, source: str, path: str = "/v1/models") -> h
 def test_one_source_cannot_take_every_connection_another_source_is_still_served(
     tmp_path: Path, services: tuple[int, int]
 ) -> None:
-    with _edge(
-        tmp_path, services, max_connections=CEILING, max_connections_per_source=PER_SOURCE,
-        tls_handshake_timeout_s=60,  # the flood is refused for its number, not its silence
-    ) as edge:  # fmt: skip
-        # Client A opens idle TCP connections up to the ceiling and past it: no TLS bytes.
-        flood = [edge.connect("127.0.0.1") for _ in range(CEILING + 3)]
-        try:
-            closed = _closed_by_the_edge(flood, within=2)
-            assert len(closed) == len(flood) - PER_SOURCE  # A keeps its share, no more
+    # Client A opens idle TCP connections up to the ceiling and past it: no TLS bytes.
+    with (
+        _edge(tmp_path, services, **PER_SOURCE_LIMITED) as edge,
+        held_open(lambda: edge.connect("127.0.0.1"), CEILING + 3) as flood,
+    ):
+        closed = closed_by_the_edge(flood, within=2)
+        assert len(closed) == len(flood) - PER_SOURCE  # A keeps its share, no more
 
-            # Client B, from another address, is served at once (two requests: two connections).
-            for _ in range(2):
-                started = time.monotonic()
-                answer = _request_from(edge, "127.0.0.2")
-                assert answer.status_code == 200, answer.text
-                assert answer.json() == {"upstream": "answered", "path": "/v1/models"}
-                assert time.monotonic() - started < 2
+        # Client B, from another address, is served at once (two requests: two connections).
+        for _ in range(2):
+            started = time.monotonic()
+            answer = _request_from(edge, "127.0.0.2")
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"upstream": "answered", "path": "/v1/models"}
+            assert time.monotonic() - started < 2
 
-            # A's connections within its share are untouched: one completes its handshake now.
-            (kept, *_) = [c for c in flood if c not in closed]
-            with edge.ssl_context().wrap_socket(kept, server_hostname="localhost") as tls:
-                tls.sendall(b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k\r\n\r\n")
-                assert tls.recv(65536).startswith(b"HTTP/1.1 200")
-        finally:
-            for connection in flood:
-                connection.close()
+        # A's connections within its share are untouched: one completes its handshake now.
+        (kept, *_) = [c for c in flood if c not in closed]
+        with edge.ssl_context().wrap_socket(kept, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def test_sources_sharing_a_bucket_share_its_limit_and_others_do_not(
     tmp_path: Path, services: tuple[int, int]
 ) -> None:
     """127.0.0.1 and 127.0.0.65 have the same last byte modulo 64: one limit for both."""
-    with _edge(
-        tmp_path, services, max_connections=CEILING, max_connections_per_source=PER_SOURCE,
-        tls_handshake_timeout_s=60,
-    ) as edge:  # fmt: skip
-        first = [edge.connect("127.0.0.1") for _ in range(PER_SOURCE)]
-        try:
-            assert _closed_by_the_edge(first, within=1) == []
-            with edge.connect("127.0.0.65") as same_bucket:
-                assert _closed_by_the_edge([same_bucket], within=2) == [same_bucket]
-            with edge.connect("127.0.0.66") as other_bucket:
-                assert _closed_by_the_edge([other_bucket], within=1) == []
-        finally:
-            for connection in first:
-                connection.close()
+    with (
+        _edge(tmp_path, services, **PER_SOURCE_LIMITED) as edge,
+        held_open(lambda: edge.connect("127.0.0.1"), PER_SOURCE) as first,
+    ):
+        assert closed_by_the_edge(first, within=1) == []
+        with edge.connect("127.0.0.65") as same_bucket:
+            assert closed_by_the_edge([same_bucket], within=2) == [same_bucket]
+        with edge.connect("127.0.0.66") as other_bucket:
+            assert closed_by_the_edge([other_bucket], within=1) == []
 
 
 def test_a_connection_that_never_completes_its_tls_handshake_is_closed(
@@ -157,26 +133,9 @@ def test_headers_that_trickle_in_are_answered_408_and_the_connection_closed(
     tmp_path: Path, services: tuple[int, int]
 ) -> None:
     with _edge(tmp_path, services, request_headers_timeout_s=1) as edge, edge.connect_tls() as slow:
-        started = time.monotonic()
         slow.sendall(b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n")
-        answer = b""
-        slow.settimeout(0.1)
-        for line in range(100):  # one header line every 0.3 s: 30 s if nothing stops it
-            try:
-                slow.sendall(b"X-Slow-%d: x\r\n" % line)
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-                break
-            try:
-                chunk = slow.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                chunk = None
-            except (ConnectionResetError, ssl.SSLError):
-                break
-            if chunk == b"":
-                break
-            answer += chunk or b""
-            time.sleep(0.3)
-        waited = time.monotonic() - started
+        # One header line every 0.3 s: 30 s if nothing stops it.
+        answer, waited = trickle(slow, lambda line: b"X-Slow-%d: x\r\n" % line, every=0.3, within=30)
     assert waited < 4, f"a slowloris request was still open after {waited:.1f}s"
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), answer
@@ -235,20 +194,7 @@ def test_a_body_that_trickles_in_is_cut_by_the_request_timeout(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
         )
-        started, answer = time.monotonic(), b""
-        slow.settimeout(0.2)
-        while time.monotonic() - started < 10:
-            try:
-                slow.sendall(b"{" if not answer else b"")
-                chunk = slow.recv(65536)
-            except (TimeoutError, ssl.SSLWantReadError):
-                continue
-            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-        waited = time.monotonic() - started
+        answer, waited = trickle(slow, lambda _: b"{", every=0.2, within=10)
     assert waited < 6, f"a trickled body was still being taken after {waited:.1f}s"
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["error"]["type"] == "timeout_error"

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from edge_process import running_edge, stand_in_authz, stand_in_upstream
+from raw_connections import held_open
 
 from edge import source_limits
 from edge.envoy_config import EdgeConfig, build_bootstrap, render
@@ -123,8 +124,7 @@ def test_ipv6_clients_are_limited_per_address_too(tmp_path: Path) -> None:
         ) as edge,
     ):  # fmt: skip
         time.sleep(0.5)  # until Envoy has seen the start-up probe (also from ::1) close
-        held = [edge.connect() for _ in range(5)]
-        try:
+        with held_open(edge.connect, 5) as held:
             time.sleep(0.5)
             closed, _, _ = select.select(held, [], [], 1)
             assert len(closed) == 2
@@ -132,9 +132,6 @@ def test_ipv6_clients_are_limited_per_address_too(tmp_path: Path) -> None:
                 if connection not in closed:
                     connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: edge\r\n\r\n")
                     assert connection.recv(65536).startswith(b"HTTP/1.1 200")
-        finally:
-            for connection in held:
-                connection.close()
 
 
 def test_render_writes_each_shared_part_once_and_the_same_json(
